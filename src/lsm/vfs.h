@@ -1,0 +1,225 @@
+/*
+ * vfs.h - the file interface under the storage engine (DESIGN §6).
+ *
+ * Every byte the engine reads or writes goes through one struct kv_vfs, so
+ * tests and the simulator can swap the real file system for one that crashes,
+ * tears writes or fails on command. Two implementations:
+ *
+ *   kv_vfs_posix()   the real thing: open(2), pread(2), fsync(2), rename(2)...
+ *   kv_vfs_mem_new() an in-memory file system with fault injection. It keeps,
+ *                    for each file, the bytes written and the bytes made
+ *                    durable by fsync; for each directory, the entries as they
+ *                    are and as they were at the last directory fsync. A crash
+ *                    throws away everything that was not durable.
+ *
+ * Paths are ordinary '/'-separated strings; the engine passes paths below the
+ * directory it was opened on. All functions return 0 (or a byte count) on
+ * success and a negative errno on failure. Each file handle is used by one
+ * thread at a time, except pread, which may run concurrently with anything.
+ */
+#ifndef KV_LSM_VFS_H
+#define KV_LSM_VFS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct kv_vfs;
+struct kv_file;
+
+/* Flags for kv_vfs_open(). */
+enum {
+	KV_VFS_READ = 0,       /* read only; the file must exist */
+	KV_VFS_WRITE = 1 << 0, /* read and write */
+	KV_VFS_CREATE = 1 << 1,
+	KV_VFS_EXCL = 1 << 2,  /* with CREATE: fail with -EEXIST if it exists */
+	KV_VFS_TRUNC = 1 << 3,
+};
+
+struct kv_file_ops {
+	ssize_t (*pread)(struct kv_file *f, void *buf, size_t n, uint64_t off);
+	/* Writes all @n bytes at @off or fails; returns 0. */
+	int (*pwrite)(struct kv_file *f, const void *buf, size_t n, uint64_t off);
+	/* Writes all @n bytes at the current end of file or fails; returns 0. */
+	int (*append)(struct kv_file *f, const void *buf, size_t n);
+	/* Makes the file's contents durable (not its directory entry). */
+	int (*sync)(struct kv_file *f);
+	int (*size)(struct kv_file *f, uint64_t *out);
+	int (*truncate)(struct kv_file *f, uint64_t size);
+	/* Closes and frees the handle, whatever it returns. */
+	int (*close)(struct kv_file *f);
+};
+
+struct kv_file {
+	const struct kv_file_ops *ops;
+};
+
+struct kv_vfs_ops {
+	int (*open)(struct kv_vfs *vfs, const char *path, int flags, struct kv_file **out);
+	/* Atomically replaces @to with @from (durable after kv_vfs_sync_dir). */
+	int (*rename)(struct kv_vfs *vfs, const char *from, const char *to);
+	int (*remove)(struct kv_vfs *vfs, const char *path);
+	int (*mkdir)(struct kv_vfs *vfs, const char *path);
+	/* Makes the directory's entries durable: creations, renames, removals. */
+	int (*sync_dir)(struct kv_vfs *vfs, const char *path);
+	/*
+	 * Lists the names in a directory (no "." or ".."). On success *names is a
+	 * malloc'd array of *count malloc'd strings; free with kv_vfs_names_free().
+	 */
+	int (*list)(struct kv_vfs *vfs, const char *path, char ***names, size_t *count);
+	/* 0 if @path exists, -ENOENT if not. */
+	int (*exists)(struct kv_vfs *vfs, const char *path);
+	/*
+	 * Takes an exclusive lock on the file at @path (created if missing), held
+	 * until the returned handle is closed. -EBUSY (KV_EBUSY is not used here)
+	 * when another process or handle holds it.
+	 */
+	int (*lock)(struct kv_vfs *vfs, const char *path, struct kv_file **out);
+	/* Frees the vfs object (no-op for the static posix one). */
+	void (*destroy)(struct kv_vfs *vfs);
+};
+
+struct kv_vfs {
+	const struct kv_vfs_ops *ops;
+};
+
+/* Thin wrappers, so callers read naturally. */
+static inline int kv_vfs_open(struct kv_vfs *v, const char *path, int flags, struct kv_file **out)
+{
+	return v->ops->open(v, path, flags, out);
+}
+static inline int kv_vfs_rename(struct kv_vfs *v, const char *from, const char *to)
+{
+	return v->ops->rename(v, from, to);
+}
+static inline int kv_vfs_remove(struct kv_vfs *v, const char *path)
+{
+	return v->ops->remove(v, path);
+}
+static inline int kv_vfs_mkdir(struct kv_vfs *v, const char *path)
+{
+	return v->ops->mkdir(v, path);
+}
+static inline int kv_vfs_sync_dir(struct kv_vfs *v, const char *path)
+{
+	return v->ops->sync_dir(v, path);
+}
+static inline int kv_vfs_list(struct kv_vfs *v, const char *path, char ***names, size_t *count)
+{
+	return v->ops->list(v, path, names, count);
+}
+static inline int kv_vfs_exists(struct kv_vfs *v, const char *path)
+{
+	return v->ops->exists(v, path);
+}
+static inline int kv_vfs_lock(struct kv_vfs *v, const char *path, struct kv_file **out)
+{
+	return v->ops->lock(v, path, out);
+}
+static inline void kv_vfs_destroy(struct kv_vfs *v)
+{
+	if (v && v->ops->destroy)
+		v->ops->destroy(v);
+}
+
+static inline ssize_t kv_file_pread(struct kv_file *f, void *buf, size_t n, uint64_t off)
+{
+	return f->ops->pread(f, buf, n, off);
+}
+static inline int kv_file_pwrite(struct kv_file *f, const void *buf, size_t n, uint64_t off)
+{
+	return f->ops->pwrite(f, buf, n, off);
+}
+static inline int kv_file_append(struct kv_file *f, const void *buf, size_t n)
+{
+	return f->ops->append(f, buf, n);
+}
+static inline int kv_file_sync(struct kv_file *f)
+{
+	return f->ops->sync(f);
+}
+static inline int kv_file_size(struct kv_file *f, uint64_t *out)
+{
+	return f->ops->size(f, out);
+}
+static inline int kv_file_truncate(struct kv_file *f, uint64_t size)
+{
+	return f->ops->truncate(f, size);
+}
+static inline int kv_file_close(struct kv_file *f)
+{
+	return f ? f->ops->close(f) : 0;
+}
+
+void kv_vfs_names_free(char **names, size_t count);
+
+/*
+ * Reads exactly @n bytes at @off: returns 0, a negative errno, or
+ * KV_ECORRUPT when the file ends first.
+ */
+int kv_file_read_exact(struct kv_file *f, void *buf, size_t n, uint64_t off);
+
+/* The process-wide POSIX file system. Never freed. */
+struct kv_vfs *kv_vfs_posix(void);
+
+/* ---- The in-memory, fault-injecting file system ------------------------ */
+
+/* A new empty in-memory file system. Free with kv_vfs_destroy(). */
+struct kv_vfs *kv_vfs_mem_new(void);
+
+/*
+ * Simulates a power cut: every file's contents fall back to what was last
+ * fsynced, and every directory's entries to what they were at its last
+ * sync_dir (files created since vanish; renamed and removed names come back
+ * as they were). Open handles become stale: every call on them returns -EIO
+ * (close still frees them). Locks are released.
+ */
+void kv_vfs_mem_crash(struct kv_vfs *vfs);
+
+/*
+ * Makes the next write (pwrite or append) persist only its first @keep bytes
+ * and fail with -EIO, and leaves those bytes durable as if the power went out
+ * mid-write (a torn write). Call kv_vfs_mem_crash() afterwards to simulate the
+ * rest of the power cut.
+ */
+void kv_vfs_mem_tear_next_write(struct kv_vfs *vfs, size_t keep);
+
+/*
+ * The next @count operations that modify state (pwrite, append, sync,
+ * truncate, open with WRITE/CREATE, rename, remove, mkdir, sync_dir) fail with
+ * @err (-EIO or -ENOSPC) and change nothing.
+ */
+void kv_vfs_mem_fail_next(struct kv_vfs *vfs, unsigned count, int err);
+
+/*
+ * Crashes automatically (as kv_vfs_mem_crash) when the mutation counter
+ * reaches @nth: the @nth modifying operation from now fails with -EIO and
+ * changes nothing, and so does everything after it, until kv_vfs_mem_crash()
+ * or kv_vfs_mem_recover() is called. 0 disables. Lets a test crash "at every
+ * interesting point" by sweeping @nth.
+ */
+void kv_vfs_mem_crash_after(struct kv_vfs *vfs, uint64_t nth);
+
+/* After a crash_after trip: true if it fired. */
+bool kv_vfs_mem_tripped(struct kv_vfs *vfs);
+
+/* Clears a tripped crash_after (after the test crashed and reopens). */
+void kv_vfs_mem_recover(struct kv_vfs *vfs);
+
+/* Modifying operations performed so far (for sweeping crash points). */
+uint64_t kv_vfs_mem_ops(struct kv_vfs *vfs);
+
+/*
+ * Flips bit @bit of the byte at @off of the file at @path, in both its
+ * current and durable contents (bit rot). Returns 0 or -ENOENT / -EINVAL.
+ */
+int kv_vfs_mem_flip_bit(struct kv_vfs *vfs, const char *path, uint64_t off, unsigned bit);
+
+/* Truncates the file at @path (current and durable contents). */
+int kv_vfs_mem_truncate_file(struct kv_vfs *vfs, const char *path, uint64_t size);
+
+/* Total bytes written through this vfs (for write-amplification figures). */
+uint64_t kv_vfs_mem_bytes_written(struct kv_vfs *vfs);
+
+#endif

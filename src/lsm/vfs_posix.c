@@ -1,0 +1,265 @@
+/*
+ * vfs_posix.c - the VFS over the real file system (see vfs.h).
+ *
+ * Thin: each call is one or two system calls, retried on EINTR. Locks are
+ * open-file-description locks (F_OFD_SETLK), so a second open of the same
+ * database conflicts even inside one process.
+ */
+#include "lsm/vfs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct posix_file {
+	struct kv_file base;
+	int fd;
+	bool end_known; /* append's cached end of file (one writer a handle) */
+	uint64_t end;
+};
+
+static int posix_fd(struct kv_file *f)
+{
+	return ((struct posix_file *)f)->fd;
+}
+
+static ssize_t posix_pread(struct kv_file *f, void *buf, size_t n, uint64_t off)
+{
+	ssize_t r;
+	do
+		r = pread(posix_fd(f), buf, n, (off_t)off);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : r;
+}
+
+static int posix_pwrite(struct kv_file *f, const void *buf, size_t n, uint64_t off)
+{
+	const uint8_t *p = buf;
+	while (n > 0) {
+		ssize_t r = pwrite(posix_fd(f), p, n, (off_t)off);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += r;
+		n -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+static int posix_append(struct kv_file *f, const void *buf, size_t n)
+{
+	/* No O_APPEND: the end is read once, then tracked, saving a syscall. */
+	struct posix_file *pf = (struct posix_file *)f;
+	if (!pf->end_known) {
+		struct stat st;
+		if (fstat(pf->fd, &st) < 0)
+			return -errno;
+		pf->end = (uint64_t)st.st_size;
+		pf->end_known = true;
+	}
+	int r = posix_pwrite(f, buf, n, pf->end);
+	if (r == 0)
+		pf->end += n;
+	else
+		pf->end_known = false; /* a partial write moved the end */
+	return r;
+}
+
+static int posix_sync(struct kv_file *f)
+{
+	int r;
+	do
+		r = fdatasync(posix_fd(f));
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -errno : 0;
+}
+
+static int posix_size(struct kv_file *f, uint64_t *out)
+{
+	struct stat st;
+	if (fstat(posix_fd(f), &st) < 0)
+		return -errno;
+	*out = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int posix_truncate(struct kv_file *f, uint64_t size)
+{
+	((struct posix_file *)f)->end_known = false;
+	return ftruncate(posix_fd(f), (off_t)size) < 0 ? -errno : 0;
+}
+
+static int posix_close(struct kv_file *f)
+{
+	int r = close(posix_fd(f));
+	free(f);
+	return r < 0 && errno != EINTR ? -errno : 0;
+}
+
+static const struct kv_file_ops posix_file_ops = {
+	.pread = posix_pread,
+	.pwrite = posix_pwrite,
+	.append = posix_append,
+	.sync = posix_sync,
+	.size = posix_size,
+	.truncate = posix_truncate,
+	.close = posix_close,
+};
+
+static int wrap_fd(int fd, struct kv_file **out)
+{
+	struct posix_file *pf = malloc(sizeof *pf);
+	if (!pf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	pf->base.ops = &posix_file_ops;
+	pf->fd = fd;
+	pf->end_known = false;
+	pf->end = 0;
+	*out = &pf->base;
+	return 0;
+}
+
+static int posix_open(struct kv_vfs *vfs, const char *path, int flags, struct kv_file **out)
+{
+	(void)vfs;
+	int oflags = O_CLOEXEC | ((flags & KV_VFS_WRITE) ? O_RDWR : O_RDONLY);
+	if (flags & KV_VFS_CREATE)
+		oflags |= O_CREAT | O_RDWR;
+	if (flags & KV_VFS_EXCL)
+		oflags |= O_EXCL;
+	if (flags & KV_VFS_TRUNC)
+		oflags |= O_TRUNC;
+	int fd;
+	do
+		fd = open(path, oflags, 0644);
+	while (fd < 0 && errno == EINTR);
+	if (fd < 0)
+		return -errno;
+	return wrap_fd(fd, out);
+}
+
+static int posix_rename(struct kv_vfs *vfs, const char *from, const char *to)
+{
+	(void)vfs;
+	return rename(from, to) < 0 ? -errno : 0;
+}
+
+static int posix_remove(struct kv_vfs *vfs, const char *path)
+{
+	(void)vfs;
+	if (unlink(path) == 0)
+		return 0;
+	if (errno == EISDIR || errno == EPERM)
+		return rmdir(path) < 0 ? -errno : 0;
+	return -errno;
+}
+
+static int posix_mkdir(struct kv_vfs *vfs, const char *path)
+{
+	(void)vfs;
+	return mkdir(path, 0755) < 0 ? -errno : 0;
+}
+
+static int posix_sync_dir(struct kv_vfs *vfs, const char *path)
+{
+	(void)vfs;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r;
+	do
+		r = fsync(fd);
+	while (r < 0 && errno == EINTR);
+	int err = r < 0 ? -errno : 0;
+	close(fd);
+	return err;
+}
+
+static int posix_list(struct kv_vfs *vfs, const char *path, char ***names, size_t *count)
+{
+	(void)vfs;
+	DIR *d = opendir(path);
+	if (!d)
+		return -errno;
+	char **v = NULL;
+	size_t n = 0, cap = 0;
+	int err = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			char **nv = realloc(v, cap * sizeof *v);
+			if (!nv) {
+				err = -ENOMEM;
+				goto out;
+			}
+			v = nv;
+		}
+		if (!(v[n] = strdup(de->d_name))) {
+			err = -ENOMEM;
+			goto out;
+		}
+		n++;
+	}
+out:
+	closedir(d);
+	if (err) {
+		kv_vfs_names_free(v, n);
+		return err;
+	}
+	*names = v;
+	*count = n;
+	return 0;
+}
+
+static int posix_exists(struct kv_vfs *vfs, const char *path)
+{
+	(void)vfs;
+	struct stat st;
+	return stat(path, &st) < 0 ? -errno : 0;
+}
+
+static int posix_lock(struct kv_vfs *vfs, const char *path, struct kv_file **out)
+{
+	(void)vfs;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+		int err = (errno == EAGAIN || errno == EACCES) ? -EBUSY : -errno;
+		close(fd);
+		return err;
+	}
+	return wrap_fd(fd, out);
+}
+
+static const struct kv_vfs_ops posix_vfs_ops = {
+	.open = posix_open,
+	.rename = posix_rename,
+	.remove = posix_remove,
+	.mkdir = posix_mkdir,
+	.sync_dir = posix_sync_dir,
+	.list = posix_list,
+	.exists = posix_exists,
+	.lock = posix_lock,
+	.destroy = NULL,
+};
+
+static struct kv_vfs posix_vfs = { &posix_vfs_ops };
+
+struct kv_vfs *kv_vfs_posix(void)
+{
+	return &posix_vfs;
+}
