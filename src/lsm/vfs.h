@@ -165,61 +165,103 @@ struct kv_vfs *kv_vfs_posix(void);
 
 /* ---- The in-memory, fault-injecting file system ------------------------ */
 
-/* A new empty in-memory file system. Free with kv_vfs_destroy(). */
+/*
+ * The model (what the crash tests prove durability against):
+ *
+ * - Every file and directory is an inode. A file has its current bytes and
+ *   its durable bytes (as of its last fsync). A directory maps each name to
+ *   an inode twice: as it is now, and as it was at the last sync_dir of that
+ *   directory. Reads (pread, size, list, exists) see the current state.
+ * - open with CREATE, mkdir, rename and remove change a directory's current
+ *   entries only; sync_dir of that directory makes them durable (a rename
+ *   across directories needs both synced). TRUNC, pwrite, append and truncate
+ *   change a file's current bytes only; sync on any handle makes them durable.
+ *   An inode lives while any current or durable entry, or a handle, names it:
+ *   a removed file that is still durably linked comes back on a crash with
+ *   its durable bytes.
+ * - Paths are '/'-separated; duplicate and trailing slashes and "." are
+ *   ignored, ".." goes up (never above the root). Relative paths start at the
+ *   root ("a/b" and "/a/b" are the same file; "." and "/" are the root, which
+ *   always exists). "" is -ENOENT.
+ * - Locks are per inode, exclusive among the handles of one vfs.
+ * - Modifying operations, the ones counted by kv_vfs_mem_ops() and subject to
+ *   fail_next and crash_after: pwrite, append, sync, truncate, open with WRITE,
+ *   CREATE or TRUNC, lock, rename, remove, mkdir, sync_dir. Every call counts
+ *   once, whether it then succeeds or fails. pread, size, list, exists and
+ *   close never count and never fail by injection.
+ * - Thread-safe: one mutex guards the whole vfs. Calls on a handle that a
+ *   crash made stale return -EIO; close still frees them.
+ */
+
+/* A new file system holding only its root. Free with kv_vfs_destroy(),
+ * which also frees handles left open (they must not be used afterwards). */
 struct kv_vfs *kv_vfs_mem_new(void);
 
 /*
- * Simulates a power cut: every file's contents fall back to what was last
- * fsynced, and every directory's entries to what they were at its last
- * sync_dir (files created since vanish; renamed and removed names come back
- * as they were). Open handles become stale: every call on them returns -EIO
- * (close still frees them). Locks are released.
+ * Simulates a power cut: every directory's entries become its durable
+ * entries (files created since its last sync_dir vanish; renamed and removed
+ * names come back as they were), and every file's contents become its
+ * durable contents (a file whose entry is durable but which was never
+ * fsynced comes back empty). Whatever the root no longer reaches is freed.
+ * Open handles become stale: every call on them returns -EIO (close still
+ * frees them). Locks are released; an armed tear, fail_next and crash_after,
+ * and a trip, are cleared. The operation counter keeps counting.
  */
 void kv_vfs_mem_crash(struct kv_vfs *vfs);
 
 /*
- * Makes the next write (pwrite or append) persist only its first @keep bytes
- * and fail with -EIO, and leaves those bytes durable as if the power went out
- * mid-write (a torn write). Call kv_vfs_mem_crash() afterwards to simulate the
- * rest of the power cut.
+ * Makes the next write (pwrite or append) store only its first @keep bytes
+ * (all of them if it is shorter), make the file's whole current contents
+ * durable as if the power went out just after those bytes reached the
+ * platter, and fail with -EIO: a torn write. Call kv_vfs_mem_crash()
+ * afterwards to simulate the rest of the power cut. A write that an injected
+ * failure stops first does not consume the tear.
  */
 void kv_vfs_mem_tear_next_write(struct kv_vfs *vfs, size_t keep);
 
 /*
- * The next @count operations that modify state (pwrite, append, sync,
- * truncate, open with WRITE/CREATE, rename, remove, mkdir, sync_dir) fail with
- * @err (-EIO or -ENOSPC) and change nothing.
+ * The next @count modifying operations (see above) fail with @err (-EIO or
+ * -ENOSPC; a positive errno is negated, 0 means -EIO) and change nothing.
  */
 void kv_vfs_mem_fail_next(struct kv_vfs *vfs, unsigned count, int err);
 
 /*
- * Crashes automatically (as kv_vfs_mem_crash) when the mutation counter
- * reaches @nth: the @nth modifying operation from now fails with -EIO and
- * changes nothing, and so does everything after it, until kv_vfs_mem_crash()
- * or kv_vfs_mem_recover() is called. 0 disables. Lets a test crash "at every
- * interesting point" by sweeping @nth.
+ * "The machine dies" at the @nth modifying operation from now (1 = the very
+ * next): that operation and every later one fail with -EIO and change
+ * nothing, until kv_vfs_mem_crash() or kv_vfs_mem_recover(). It does not
+ * crash by itself: reads keep seeing the current state, so the test can
+ * stop its threads, call kv_vfs_mem_crash() and reopen. 0 disables. Lets a
+ * test crash "at every interesting point" by sweeping @nth from 1 to the
+ * kv_vfs_mem_ops() of a clean run.
  */
 void kv_vfs_mem_crash_after(struct kv_vfs *vfs, uint64_t nth);
 
-/* After a crash_after trip: true if it fired. */
+/* True once crash_after has fired (until crash or recover). */
 bool kv_vfs_mem_tripped(struct kv_vfs *vfs);
 
-/* Clears a tripped crash_after (after the test crashed and reopens). */
+/* Clears a trip and any pending crash_after, without crashing. */
 void kv_vfs_mem_recover(struct kv_vfs *vfs);
 
-/* Modifying operations performed so far (for sweeping crash points). */
+/* Modifying operations attempted so far (what crash_after counts). */
 uint64_t kv_vfs_mem_ops(struct kv_vfs *vfs);
 
 /*
- * Flips bit @bit of the byte at @off of the file at @path, in both its
- * current and durable contents (bit rot). Returns 0 or -ENOENT / -EINVAL.
+ * Flips bit @bit (0..7) of the byte at @off of the file at @path, in its
+ * current and in its durable contents, wherever the file is that long (bit
+ * rot). Not a modifying operation. Returns 0, -ENOENT, -EISDIR, or -EINVAL
+ * when @bit > 7 or @off lies past both contents.
  */
 int kv_vfs_mem_flip_bit(struct kv_vfs *vfs, const char *path, uint64_t off, unsigned bit);
 
-/* Truncates the file at @path (current and durable contents). */
+/*
+ * Cuts the current and the durable contents of the file at @path to at most
+ * @size bytes (lost sectors; never extends). Not a modifying operation.
+ * Returns 0, -ENOENT or -EISDIR.
+ */
 int kv_vfs_mem_truncate_file(struct kv_vfs *vfs, const char *path, uint64_t size);
 
-/* Total bytes written through this vfs (for write-amplification figures). */
+/* Total bytes accepted by pwrite and append (torn writes count what they
+ * kept), for write-amplification figures. */
 uint64_t kv_vfs_mem_bytes_written(struct kv_vfs *vfs);
 
 #endif

@@ -36,21 +36,36 @@ static ssize_t posix_pread(struct kv_file *f, void *buf, size_t n, uint64_t off)
 	return r < 0 ? -errno : r;
 }
 
-static int posix_pwrite(struct kv_file *f, const void *buf, size_t n, uint64_t off)
+/* Writes all @n bytes at @off, retrying short writes and EINTR. */
+static int write_all(int fd, const void *buf, size_t n, uint64_t off)
 {
 	const uint8_t *p = buf;
 	while (n > 0) {
-		ssize_t r = pwrite(posix_fd(f), p, n, (off_t)off);
+		ssize_t r = pwrite(fd, p, n, (off_t)off);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
+		if (r == 0)
+			return -EIO; /* no progress: do not spin */
 		p += r;
 		n -= (size_t)r;
 		off += (uint64_t)r;
 	}
 	return 0;
+}
+
+static int posix_pwrite(struct kv_file *f, const void *buf, size_t n, uint64_t off)
+{
+	/* A write past the cached end moves the end append writes at. */
+	struct posix_file *pf = (struct posix_file *)f;
+	int r = write_all(pf->fd, buf, n, off);
+	if (r)
+		pf->end_known = false; /* a partial write may have moved the end */
+	else if (pf->end_known && n > 0 && off + n > pf->end)
+		pf->end = off + n;
+	return r;
 }
 
 static int posix_append(struct kv_file *f, const void *buf, size_t n)
@@ -64,7 +79,7 @@ static int posix_append(struct kv_file *f, const void *buf, size_t n)
 		pf->end = (uint64_t)st.st_size;
 		pf->end_known = true;
 	}
-	int r = posix_pwrite(f, buf, n, pf->end);
+	int r = write_all(pf->fd, buf, n, pf->end);
 	if (r == 0)
 		pf->end += n;
 	else
@@ -131,6 +146,7 @@ static int wrap_fd(int fd, struct kv_file **out)
 static int posix_open(struct kv_vfs *vfs, const char *path, int flags, struct kv_file **out)
 {
 	(void)vfs;
+	*out = NULL;
 	int oflags = O_CLOEXEC | ((flags & KV_VFS_WRITE) ? O_RDWR : O_RDONLY);
 	if (flags & KV_VFS_CREATE)
 		oflags |= O_CREAT | O_RDWR;
@@ -194,7 +210,12 @@ static int posix_list(struct kv_vfs *vfs, const char *path, char ***names, size_
 	size_t n = 0, cap = 0;
 	int err = 0;
 	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
+	for (;;) {
+		errno = 0;
+		if (!(de = readdir(d))) {
+			err = -errno; /* 0 at the end; a read error must not truncate */
+			break;
+		}
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
 		if (n == cap) {
@@ -233,6 +254,7 @@ static int posix_exists(struct kv_vfs *vfs, const char *path)
 static int posix_lock(struct kv_vfs *vfs, const char *path, struct kv_file **out)
 {
 	(void)vfs;
+	*out = NULL;
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
