@@ -127,9 +127,13 @@ unsigned kv_lsm_batch_count(const struct kv_lsm_batch *b);
 int kv_lsm_write(struct kv_lsm *db, const struct kv_lsm_batch *b);
 
 /*
- * Called once the batch is durable (status 0) or failed (negative), from an
- * engine thread (or, in deterministic mode, before kv_lsm_write_async()
- * returns). The callback must not call kv_lsm_close().
+ * Called once the batch is durable (status 0) or failed (negative), from
+ * whichever thread committed its write group: the engine's commit thread,
+ * or the thread of a concurrent kv_lsm_write() (in deterministic mode,
+ * before kv_lsm_write_async() returns). Writes are applied in submission
+ * order, but callbacks of different groups may run concurrently. The
+ * callback must be quick, thread-safe (e.g.
+ * uv_async_send), and must not call kv_lsm_close().
  */
 typedef void (*kv_lsm_write_cb)(void *arg, int status);
 
