@@ -6,6 +6,7 @@ KVFS_PACKAGES=(
   build-essential meson ninja-build pkg-config
   libuv1-dev liblz4-dev libxxhash-dev libcmocka-dev libsodium-dev
   libfuse3-dev fuse3
+  libleveldb-dev libsnappy-dev
   clang libclang-rt-14-dev
   nftables iproute2 procps psmisc
 )
