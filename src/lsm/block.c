@@ -214,6 +214,9 @@ static int check_envelope(struct kv_slice stored, uint8_t *type, uint32_t *raw_s
 		return KV_ECORRUPT;
 	if (t[0] == KV_BLOCK_RAW && raw != payload)
 		return KV_ECORRUPT;
+	/* lz4 expands at most 255:1 (a run of 0xff length bytes): refuse more. */
+	if (t[0] == KV_BLOCK_LZ4 && raw > (uint64_t)payload * 256 + 64)
+		return KV_ECORRUPT;
 	if (kv_get_le32(t + 9) != kv_checksum32(stored.p, payload + 9))
 		return KV_ECORRUPT;
 	*type = t[0];
@@ -344,6 +347,9 @@ void kv_block_free(struct kv_block *b)
 
 /* ---- Cursor ----------------------------------------------------------------------- */
 
+/* Seeks prefetch all restart entries of blocks with fewer restarts. */
+#define PREFETCH_RESTARTS 48
+
 void kv_block_cursor_init(struct kv_block_cursor *c, const struct kv_block *b, kv_cmp_fn cmp)
 {
 	c->block = b;
@@ -368,6 +374,7 @@ void kv_block_cursor_release(struct kv_block_cursor *c)
 	c->valid = false;
 }
 
+/* Ends the cursor with KV_ECORRUPT (sticky). */
 static void corrupt(struct kv_block_cursor *c)
 {
 	c->valid = false;
@@ -436,8 +443,13 @@ static bool parse_next(struct kv_block_cursor *c)
 	uint32_t shared, unshared, vlen;
 	const uint8_t *p = decode_entry(b->data + off, b->data + b->restarts, &shared, &unshared,
 					&vlen);
-	if (!p || shared > c->key_len || !key_room(c, (size_t)shared + unshared)) {
+	if (!p || shared > c->key_len) {
 		corrupt(c);
+		return false;
+	}
+	if (!key_room(c, (size_t)shared + unshared)) {
+		corrupt(c);
+		c->status = -ENOMEM;
 		return false;
 	}
 	memcpy(c->key + shared, p, unshared);
@@ -480,6 +492,18 @@ void kv_block_cursor_seek(struct kv_block_cursor *c, struct kv_slice target)
 	/* Binary search for the last restart whose key is < target. */
 	uint32_t left = 0, right = b->nrestarts - 1;
 	const uint8_t *limit = b->data + b->restarts;
+	/*
+	 * A cached block is usually cold in the CPU cache, and the binary
+	 * search's loads depend on each other: fetch every restart entry it may
+	 * visit at once (a data block has a few dozen at most).
+	 */
+	if (right < PREFETCH_RESTARTS) {
+		for (uint32_t i = 1; i <= right; i++) {
+			uint32_t off = restart_point(b, i);
+			if (off < b->restarts)
+				__builtin_prefetch(b->data + off);
+		}
+	}
 	while (left < right) {
 		uint32_t mid = left + (right - left + 1) / 2;
 		uint32_t off = restart_point(b, mid);
@@ -496,9 +520,14 @@ void kv_block_cursor_seek(struct kv_block_cursor *c, struct kv_slice target)
 		else
 			right = mid - 1;
 	}
-	/* Then scan forward from it. */
+	/* Then scan forward from it, its interval fetched ahead of the scan. */
 	c->key_len = 0;
 	c->next = restart_point(b, left);
+	uint32_t end = left + 1 < b->nrestarts ? restart_point(b, left + 1) : b->restarts;
+	if (end > b->restarts)
+		end = b->restarts;
+	for (uint32_t off = c->next + 64, n = 0; off < end && n < 32; off += 64, n++)
+		__builtin_prefetch(b->data + off);
 	while (parse_next(c)) {
 		if (c->cmp(kv_block_cursor_key(c), target) >= 0)
 			return;

@@ -165,7 +165,7 @@ struct kv_block_cursor {
 	kv_cmp_fn cmp;
 	uint32_t next;        /* offset of the entry after the current one */
 	bool valid;
-	int status;           /* 0 or KV_ECORRUPT (sticky) */
+	int status;           /* 0, KV_ECORRUPT or -ENOMEM (sticky) */
 	const uint8_t *value;
 	uint32_t value_len;
 	uint8_t *key;         /* key_inline or a heap buffer */
@@ -173,12 +173,19 @@ struct kv_block_cursor {
 	uint8_t key_inline[KV_BLOCK_KEY_INLINE];
 };
 
+/* Prepares an unpositioned cursor over @b (which may be NULL until set). */
 void kv_block_cursor_init(struct kv_block_cursor *c, const struct kv_block *b, kv_cmp_fn cmp);
+/* Frees a key buffer that outgrew key_inline; @c can be initialised again. */
 void kv_block_cursor_release(struct kv_block_cursor *c);
+/*
+ * The moves: to the first entry; to the first entry whose key is >= @target
+ * by the comparator; to the next entry (requires valid). Afterwards valid
+ * says whether the cursor is on an entry; at the end it is false with
+ * status 0, on malformed contents false with status KV_ECORRUPT (-ENOMEM
+ * if a long key found no memory), which then sticks for the cursor's life.
+ */
 void kv_block_cursor_seek_first(struct kv_block_cursor *c);
-/* Positions at the first entry whose key is >= @target (by the comparator). */
 void kv_block_cursor_seek(struct kv_block_cursor *c, struct kv_slice target);
-/* Requires valid. */
 void kv_block_cursor_next(struct kv_block_cursor *c);
 
 static inline bool kv_block_cursor_valid(const struct kv_block_cursor *c)

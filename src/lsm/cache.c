@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct kv_cache_handle {
 	struct kv_cache_handle *next_hash; /* chain in a bucket; or the free list */

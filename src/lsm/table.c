@@ -406,8 +406,10 @@ static int load_index(struct kv_table *t, const struct kv_block *blk)
 		n++;
 		key_bytes += c.key_len;
 	}
-	if (c.status)
+	if (c.status) {
+		r = c.status;
 		goto out;
+	}
 	r = -ENOMEM;
 	t->index = calloc(n ? n : 1, sizeof *t->index);
 	t->index_keys = malloc(key_bytes ? key_bytes : 1);
@@ -493,8 +495,8 @@ static int load_meta(struct kv_table *t, const struct kv_block *blk, uint64_t *d
 			r = kv_buf_append(&t->smallest, v.p, v.n);
 		}
 	}
-	if (!r && (c.status || seen != ALL))
-		r = KV_ECORRUPT;
+	if (!r)
+		r = c.status ? c.status : seen != ALL ? KV_ECORRUPT : 0;
 	kv_block_cursor_release(&c);
 	if (r)
 		return r;
@@ -684,13 +686,24 @@ static void drop_block(struct kv_table *t, struct block_ref *ref)
 	ref->handle = NULL;
 }
 
+uint64_t kv_table_key_hash(struct kv_slice ukey)
+{
+	return kv_bloom_hash(ukey);
+}
+
 int kv_table_get(struct kv_table *t, struct kv_slice ukey, uint64_t snapshot_seq,
 		 enum kv_entry_type *type, struct kv_buf *value)
+{
+	return kv_table_get_hashed(t, ukey, kv_bloom_hash(ukey), snapshot_seq, type, value);
+}
+
+int kv_table_get_hashed(struct kv_table *t, struct kv_slice ukey, uint64_t hash,
+			uint64_t snapshot_seq, enum kv_entry_type *type, struct kv_buf *value)
 {
 	if (t->filter_block) {
 		if (t->stats)
 			stat_add(&t->stats->bloom_checks, 1);
-		if (!kv_bloom_may_contain(&t->bloom, ukey)) {
+		if (!kv_bloom_may_contain_hash(&t->bloom, hash)) {
 			if (t->stats)
 				stat_add(&t->stats->bloom_skips, 1);
 			return 0;

@@ -142,6 +142,14 @@ int kv_table_get(struct kv_table *t, struct kv_slice ukey, uint64_t snapshot_seq
 		 enum kv_entry_type *type, struct kv_buf *value);
 
 /*
+ * The same with the key's filter hash computed once by the caller, for a
+ * lookup that visits many tables: @hash must be kv_table_key_hash(@ukey).
+ */
+uint64_t kv_table_key_hash(struct kv_slice ukey);
+int kv_table_get_hashed(struct kv_table *t, struct kv_slice ukey, uint64_t hash,
+			uint64_t snapshot_seq, enum kv_entry_type *type, struct kv_buf *value);
+
+/*
  * An iterator over the table's internal keys (kv_ikey_cmp order) and values.
  * Blocks it reads enter the cache only when @fill_cache (those already there
  * are used either way). It holds a reference on @t. NULL when out of memory.
@@ -162,8 +170,8 @@ bool kv_table_has_filter(const struct kv_table *t);
 
 /*
  * An estimate of the file offset where @ikey would be: the offset of the
- * data block that would hold it (file_size for keys past the end). For
- * compaction planning and approximate sizes.
+ * data block that would hold it, or the end of the data blocks for keys
+ * past the last. For compaction planning and approximate sizes.
  */
 uint64_t kv_table_offset_of(const struct kv_table *t, struct kv_slice ikey);
 
