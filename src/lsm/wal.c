@@ -130,7 +130,7 @@ int kv_wal_addv(struct kv_wal_writer *w, const struct kv_slice *parts, size_t np
 	size_t block_offset = w->block_offset;
 	size_t left = total;
 	bool begin = true;
-	do {
+	for (;;) {
 		size_t avail = KV_WAL_BLOCK - block_offset;
 		if (avail < KV_WAL_HEADER) {
 			/* Too little room for a header: pad the block's trailer. */
@@ -155,7 +155,9 @@ int kv_wal_addv(struct kv_wal_writer *w, const struct kv_slice *parts, size_t np
 		block_offset += KV_WAL_HEADER + frag;
 		left -= frag;
 		begin = false;
-	} while (left > 0);
+		if (end)
+			break; /* (an empty record still gets its FULL fragment) */
+	}
 	w->buf.n = (size_t)(out - w->buf.p);
 	assert(w->buf.n <= w->buf.cap);
 
@@ -432,7 +434,7 @@ int kv_wal_read(struct kv_wal_reader *r, struct kv_buf *record)
 		int kind = next_fragment(r, &f);
 		if (kind < 0) {
 			err = kind;
-			goto fail;
+			goto out;
 		}
 		if (in_record && (kind != FRAG_GOOD || f.type == KV_WAL_FULL ||
 				  f.type == KV_WAL_FIRST)) {
@@ -478,7 +480,7 @@ int kv_wal_read(struct kv_wal_reader *r, struct kv_buf *record)
 		}
 		err = kv_buf_append(record, f.payload.p, f.payload.n);
 		if (err)
-			goto fail;
+			goto out;
 		partial_bytes += f.size;
 		if (f.type == KV_WAL_FULL || f.type == KV_WAL_LAST) {
 			pending_commit(r);
@@ -487,7 +489,7 @@ int kv_wal_read(struct kv_wal_reader *r, struct kv_buf *record)
 			return 1;
 		}
 	}
-fail:
+out:
 	r->error = err;
 	kv_buf_reset(record);
 	return err;

@@ -381,6 +381,27 @@ static void test_wal__block_boundaries_round_trip(void **state)
 	}
 }
 
+/* Found by fuzz_wal: an empty record right after a block's padding. */
+static void test_wal__empty_record_after_padding_is_written(void **state)
+{
+	(void)state;
+	const size_t B = KV_WAL_BLOCK, H = KV_WAL_HEADER;
+	for (size_t leave = 0; leave <= H; leave++) {
+		size_t sizes[] = { B - H - leave, 0, 0, 3 };
+		struct memfile f;
+		mf_init(&f);
+		struct recs want, got;
+		struct kv_wal_stats st;
+		write_log(&f, LOGNUM, sizes, 4, &want);
+		read_log(&f, LOGNUM, &got, &st);
+		assert_same(&got, &want);
+		assert_clean(&st);
+		recs_free(&want);
+		recs_free(&got);
+		mf_free(&f);
+	}
+}
+
 static void test_wal__fragments_carry_the_right_types(void **state)
 {
 	(void)state;
@@ -1223,6 +1244,7 @@ int main(void)
 		cmocka_unit_test(test_wal__layout_matches_the_spec),
 		cmocka_unit_test(test_wal__random_records_round_trip),
 		cmocka_unit_test(test_wal__block_boundaries_round_trip),
+		cmocka_unit_test(test_wal__empty_record_after_padding_is_written),
 		cmocka_unit_test(test_wal__fragments_carry_the_right_types),
 		cmocka_unit_test(test_wal__addv_equals_add),
 		cmocka_unit_test(test_wal__writer_continues_at_an_offset),
