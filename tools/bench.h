@@ -33,6 +33,7 @@ struct bench_flags {
 	bool use_existing_db;
 	int64_t write_buffer_size;
 	int64_t cache_size;
+	int64_t block_size;
 	int64_t bloom_bits;
 	char compression[16];      /* "lz4", "snappy" or "none" */
 	double compression_ratio;

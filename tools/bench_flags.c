@@ -50,6 +50,8 @@ static const struct flag_def flag_defs[] = {
 	  INT64_C(1) << 34, false, "memtable bytes" },
 	{ "cache_size", FLAG_SIZE, OFF(cache_size), 0, 0, INT64_C(1) << 40, false,
 	  "block cache bytes (kvfs: 0 disables it)" },
+	{ "block_size", FLAG_SIZE, OFF(block_size), 0, 0, INT64_C(1) << 26, false,
+	  "data block bytes before compression (0: the engine's default)" },
 	{ "bloom_bits", FLAG_INT, OFF(bloom_bits), 0, 0, 64, false,
 	  "bloom filter bits per key (0: no filter)" },
 	{ "compression", FLAG_STR, STR(compression), 0, 0, false,

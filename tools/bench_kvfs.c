@@ -62,6 +62,8 @@ static int kvfs_open(const struct bench_flags *f, struct bench_db **out)
 	o.memtable_bytes = (size_t)f->write_buffer_size;
 	o.block_cache_bytes = (size_t)f->cache_size;
 	o.bloom_bits_per_key = (unsigned)f->bloom_bits;
+	if (f->block_size > 0)
+		o.block_bytes = (size_t)f->block_size;
 	o.compress = strcmp(f->compression, "lz4") == 0;
 	o.create_if_missing = true;
 	o.sync = f->sync ? KV_SYNC_ALWAYS : KV_SYNC_NONE;

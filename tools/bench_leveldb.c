@@ -71,6 +71,8 @@ static int ldb_open(const struct bench_flags *f, struct bench_db **out)
 		db->cache = leveldb_cache_create_lru((size_t)f->cache_size);
 		leveldb_options_set_cache(db->options, db->cache);
 	}
+	if (f->block_size > 0)
+		leveldb_options_set_block_size(db->options, (size_t)f->block_size);
 	if (f->bloom_bits > 0) {
 		db->filter = leveldb_filterpolicy_create_bloom((int)f->bloom_bits);
 		leveldb_options_set_filter_policy(db->options, db->filter);
