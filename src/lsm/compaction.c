@@ -239,6 +239,33 @@ static uint64_t smallest_snapshot(struct kv_lsm *db)
 	return atomic_load(&db->last_seq);
 }
 
+/*
+ * After a merge failed with KV_ECORRUPT: reads every input table through and
+ * quarantines those that fail their checks, as a read would, so that one
+ * corrupt table cannot stop compaction (and with it every write) for good.
+ * Returns how many were quarantined. mu not held.
+ */
+static int quarantine_corrupt_inputs(struct kv_lsm *db, struct compaction *c)
+{
+	int found = 0;
+	for (int w = 0; w < 2; w++) {
+		for (size_t i = 0; i < c->ninputs[w]; i++) {
+			struct kv_iter *it = kv_level_iter_new(&c->inputs[w][i], 1, false);
+			if (!it)
+				return found;
+			for (kv_iter_seek_first(it); kv_iter_valid(it); kv_iter_next(it))
+				;
+			int r = kv_iter_status(it);
+			kv_iter_destroy(it);
+			if (r == KV_ECORRUPT) {
+				kv_db_quarantine(db, c->inputs[w][i]->number);
+				found++;
+			}
+		}
+	}
+	return found;
+}
+
 /* Runs @c with mu not held; installs the result. */
 static int run(struct kv_lsm *db, struct compaction *c)
 {
@@ -293,6 +320,11 @@ static int run(struct kv_lsm *db, struct compaction *c)
 	kv_iter_seek_first(merged);
 	r = kv_db_write_tables(db, merged, keep, c, c->out_level, &edit, &written);
 	kv_iter_destroy(merged);
+	if (r == KV_ECORRUPT && quarantine_corrupt_inputs(db, c) > 0) {
+		/* The next pick works without the quarantined tables. */
+		kv_version_edit_release(&edit);
+		return 0;
+	}
 	if (!r) {
 		for (int w = 0; w < 2; w++)
 			for (size_t i = 0; i < c->ninputs[w]; i++) {
@@ -307,14 +339,23 @@ static int run(struct kv_lsm *db, struct compaction *c)
 					break;
 			}
 	}
+	bool install_failed = false;
 	if (!r) {
 		pthread_mutex_lock(&db->install_mu);
 		r = kv_db_install(db, &edit);
 		pthread_mutex_unlock(&db->install_mu);
+		install_failed = r != 0;
 	}
 	if (r) {
-		/* Delete what we wrote; the inputs stay live. */
-		for (size_t i = 0; i < edit.nadded; i++)
+		/*
+		 * Delete what we wrote; the inputs stay live. Not after a failed
+		 * manifest store, though: its rename may have gone through (only
+		 * the directory sync failing), and then MANIFEST on disk names
+		 * these tables and not the inputs. Keep them: the next install
+		 * or open settles it, and open removes the tables its manifest
+		 * does not name.
+		 */
+		for (size_t i = 0; i < edit.nadded && !install_failed; i++)
 			atomic_store(&edit.added[i].file->obsolete, true);
 	} else {
 		atomic_fetch_add_explicit(&db->c.compaction_read, read, memory_order_relaxed);

@@ -117,6 +117,12 @@ static int manifest_from_version(struct kv_lsm *db, const struct kv_version *v, 
 	m->next_file_number = atomic_load(&db->next_file);
 	m->last_sequence = last_seq;
 	m->log_number = log_number;
+	/* Keep every property, including those of a newer minor version. */
+	for (size_t i = 0; i < db->props.nprops; i++) {
+		int r = kv_manifest_set_prop(m, db->props.props[i].name, db->props.props[i].value);
+		if (r)
+			return r;
+	}
 	for (int l = 0; l < KV_LSM_LEVELS; l++) {
 		for (size_t i = 0; i < v->nfiles[l]; i++) {
 			const struct kv_file_meta *f = v->files[l][i];
@@ -479,7 +485,8 @@ static void *flush_main(void *arg)
 			kv_error("flush failed: %s; retrying", kv_strerror(r));
 			db->bg_error = r;
 			pthread_cond_broadcast(&db->bg_cv);
-			timed_wait(db, 1000);
+			if (!db->shutting_down) /* close() may have broadcast already */
+				timed_wait(db, 1000);
 		} else if (db->bg_error) {
 			db->bg_error = 0;
 		}
@@ -512,7 +519,8 @@ static void *compact_main(void *arg)
 			if (!manual) {
 				db->bg_error = r;
 				pthread_cond_broadcast(&db->bg_cv);
-				timed_wait(db, 1000);
+				if (!db->shutting_down)
+					timed_wait(db, 1000);
 			}
 		} else if (db->bg_error && !db->nimm) {
 			db->bg_error = 0;
@@ -786,6 +794,10 @@ static int recover(struct kv_lsm *db, struct kv_lsm_open_report *rep)
 	}
 	if (r)
 		goto out;
+	for (size_t i = 0; i < m.nprops && !r; i++)
+		r = kv_manifest_set_prop(&db->props, m.props[i].name, m.props[i].value);
+	if (r)
+		goto out;
 	atomic_store(&db->next_file, m.next_file_number ? m.next_file_number : 1);
 	db->next_seq = m.last_sequence + 1;
 	if ((r = load_tables(db, &m, &edit, rep)))
@@ -838,6 +850,29 @@ out:
 
 /* ---- Open and close ------------------------------------------------------- */
 
+/* Syncs the directory that holds @dir, so a new @dir survives a crash. */
+static int sync_parent(struct kv_vfs *vfs, const char *dir)
+{
+	char parent[PATH_MAX_LEN];
+	size_t n = strlen(dir);
+	while (n > 1 && dir[n - 1] == '/')
+		n--; /* trailing slashes */
+	while (n > 0 && dir[n - 1] != '/')
+		n--; /* the last component */
+	while (n > 1 && dir[n - 1] == '/')
+		n--; /* the slashes before it */
+	if (n >= sizeof parent)
+		return -ENAMETOOLONG;
+	if (n == 0) {
+		parent[0] = '.';
+		n = 1;
+	} else {
+		memcpy(parent, dir, n);
+	}
+	parent[n] = '\0';
+	return kv_vfs_sync_dir(vfs, parent);
+}
+
 static void db_free(struct kv_lsm *db)
 {
 	if (db->wal)
@@ -854,6 +889,7 @@ static void db_free(struct kv_lsm *db)
 	if (db->cache)
 		kv_cache_free(db->cache);
 	kv_buf_release(&db->group_buf);
+	kv_manifest_release(&db->props);
 	kv_file_close(db->lock_file);
 	pthread_mutex_destroy(&db->mu);
 	pthread_mutex_destroy(&db->install_mu);
@@ -899,6 +935,7 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 	pthread_cond_init(&db->commit_cv, NULL);
 	db->snapshots.next = db->snapshots.prev = &db->snapshots;
 	kv_buf_init(&db->group_buf);
+	kv_manifest_init(&db->props);
 	atomic_init(&db->next_file, 1);
 	atomic_init(&db->last_seq, 0);
 
@@ -907,6 +944,10 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 		goto fail;
 	r = kv_vfs_mkdir(db->vfs, dir);
 	if (r && r != -EEXIST)
+		goto fail;
+	/* The directory's own entry must be durable before any write in it
+	 * is acknowledged; also when an earlier open made it and failed. */
+	if ((r = sync_parent(db->vfs, dir)))
 		goto fail;
 	char path[PATH_MAX_LEN];
 	snprintf(path, sizeof path, "%s/LOCK", dir);
@@ -964,6 +1005,11 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 		r = kv_db_background_inline(db);
 	else
 		pthread_cond_broadcast(&db->bg_cv);
+	/* Tables that compaction found corrupt just now count as found by open
+	 * (deterministic mode; the threads report theirs in the stats). */
+	rep->tables_quarantined += db->quarantined;
+	if (db->quarantined)
+		rep->possible_loss = true;
 	pthread_mutex_unlock(&db->mu);
 	if (r) {
 		kv_lsm_close(db);

@@ -12,6 +12,7 @@
 
 #include "lsm/cache.h"
 #include "lsm/lsm.h"
+#include "lsm/manifest.h"
 #include "lsm/memtable.h"
 #include "lsm/version.h"
 #include "lsm/wal.h"
@@ -74,6 +75,8 @@ struct kv_lsm {
 	struct kv_version *current;      /* (mu; replaced under install_mu too) */
 	_Atomic uint64_t next_file;      /* next file number to hand out */
 	uint64_t manifest_log_number;    /* oldest WAL still needed, as stored (install_mu) */
+	struct kv_manifest props;        /* properties carried from manifest to
+					  * manifest, even unknown ones (install_mu) */
 	struct kv_buf compact_pointer[KV_LSM_LEVELS]; /* round-robin per level (compaction) */
 
 	/* Snapshots, oldest first (mu). */

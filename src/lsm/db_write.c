@@ -203,6 +203,14 @@ static void wake_next_leader(struct kv_lsm *db)
 /* Makes @mem immutable and starts a new memtable and log (mu held). */
 static int switch_memtable(struct kv_lsm *db)
 {
+	if (db->opt.deterministic && db->nimm >= db->opt.max_immutable) {
+		/* Earlier inline flushes failed (threaded writers wait in
+		 * make_room instead): flush before adding one more, never
+		 * past the end of imm[]. */
+		int r = kv_db_background_inline(db);
+		if (r)
+			return r;
+	}
 	struct kv_memtable *fresh = kv_memtable_new();
 	if (!fresh)
 		return -ENOMEM;
