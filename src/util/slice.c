@@ -4,6 +4,7 @@
 #include "util/slice.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "util/coding.h"
@@ -42,7 +43,8 @@ void kv_buf_release(struct kv_buf *b)
 
 int kv_buf_reserve(struct kv_buf *b, size_t extra)
 {
-	if (extra > SIZE_MAX - b->n)
+	/* No object may exceed PTRDIFF_MAX bytes; refuse before asking malloc. */
+	if (extra > (size_t)PTRDIFF_MAX - b->n)
 		return -ENOMEM;
 	size_t need = b->n + extra;
 	if (need <= b->cap)

@@ -949,7 +949,7 @@ static void test_ring__preflist_speed(void **state)
 	struct kv_ring *rings[] = { plain, racked, dcs };
 	for (int pass = 0; pass < 3; pass++) {
 		struct kv_ring *ring = rings[pass];
-		const int iters = 1000000;
+		const int iters = 200000;
 		uint32_t list[KV_RING_MAX_REPLICAS];
 		volatile uint64_t sink = 0;
 		uint64_t t0 = kv_now_ns();
@@ -957,10 +957,11 @@ static void test_ring__preflist_speed(void **state)
 			int n = kv_ring_preflist(ring, kv_rng_next(&rng), list, KV_RING_MAX_REPLICAS);
 			sink += list[n - 1];
 		}
+		(void)sink;
 		double ns = (double)(kv_now_ns() - t0) / iters;
+		/* A figure to read, not an assertion: tests pin behaviour, not speed. */
 		printf("preflist speed, 100 nodes x 64 tokens, %-20s %4.0f ns per list\n",
 		       labels[pass], ns);
-		assert_true(ns < 20000); /* sanity only: even sanitizers stay far below */
 	}
 	kv_ring_free(plain);
 	kv_ring_free(racked);
