@@ -294,6 +294,14 @@ static int read_block(struct kv_file *f, uint64_t offset, uint64_t payload_size,
 		return KV_ECORRUPT;
 	size_t n = (size_t)payload_size + KV_BLOCK_TRAILER;
 	/*
+	 * A mapped table is read in place: no system call, and an lz4 block is
+	 * inflated straight from the page cache (LevelDB reads tables so too).
+	 */
+	uint64_t mlen = 0;
+	const uint8_t *m = kv_file_map(f, &mlen);
+	if (m && offset <= mlen && n <= mlen - offset)
+		return decode(kv_slice_make(m + offset, n), parse, out);
+	/*
 	 * One allocation that becomes the block: a raw block is used where it
 	 * was read; an lz4 one is inflated into a second allocation.
 	 */

@@ -37,7 +37,7 @@ void kv_lsm_options_init(struct kv_lsm_options *o)
 	o->memtable_bytes = 16u << 20;
 	o->block_cache_bytes = 32u << 20;
 	o->bloom_bits_per_key = 10;
-	o->block_bytes = 16u << 10;
+	o->block_bytes = 4u << 10;
 	o->compress = true;
 	o->sync = KV_SYNC_ALWAYS;
 	o->sync_batch_ms = 2;

@@ -45,7 +45,9 @@ struct kv_lsm_options {
 	size_t memtable_bytes;       /* default 16 MiB */
 	size_t block_cache_bytes;    /* default 32 MiB; 0 disables the cache */
 	unsigned bloom_bits_per_key; /* default 10; 0 disables bloom filters */
-	size_t block_bytes;          /* data block target, default 16 KiB */
+	size_t block_bytes;          /* data block target, default 4 KiB: a
+				      * point read that misses the cache
+				      * inflates one block (doc/benchmarks.md) */
 	bool compress;               /* lz4 data blocks, default true */
 	enum kv_sync_mode sync;      /* default KV_SYNC_ALWAYS */
 	unsigned sync_batch_ms;      /* for KV_SYNC_BATCH; default 2 */

@@ -49,6 +49,14 @@ struct kv_file_ops {
 	int (*truncate)(struct kv_file *f, uint64_t size);
 	/* Closes and frees the handle, whatever it returns. */
 	int (*close)(struct kv_file *f);
+	/*
+	 * Optional (NULL: not supported). A read-only mapping of the file as
+	 * it is now; *len gets its length. The mapping stays valid until the
+	 * handle is closed; safe to call from many threads. Only for files that
+	 * no longer change (tables): bytes past *len are read with pread.
+	 * Returns NULL when the file cannot be mapped.
+	 */
+	const uint8_t *(*map)(struct kv_file *f, uint64_t *len);
 };
 
 struct kv_file {
@@ -146,6 +154,11 @@ static inline int kv_file_size(struct kv_file *f, uint64_t *out)
 static inline int kv_file_truncate(struct kv_file *f, uint64_t size)
 {
 	return f->ops->truncate(f, size);
+}
+/* The file's read-only mapping, or NULL (see kv_file_ops.map). */
+static inline const uint8_t *kv_file_map(struct kv_file *f, uint64_t *len)
+{
+	return f->ops->map ? f->ops->map(f, len) : NULL;
 }
 static inline int kv_file_close(struct kv_file *f)
 {

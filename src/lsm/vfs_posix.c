@@ -12,6 +12,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +22,8 @@ struct posix_file {
 	int fd;
 	bool end_known; /* append's cached end of file (one writer a handle) */
 	uint64_t end;
+	_Atomic(const uint8_t *) map; /* read-only mapping, made on first use */
+	_Atomic uint64_t map_len;
 };
 
 static int posix_fd(struct kv_file *f)
@@ -111,8 +115,45 @@ static int posix_truncate(struct kv_file *f, uint64_t size)
 	return ftruncate(posix_fd(f), (off_t)size) < 0 ? -errno : 0;
 }
 
+/*
+ * Maps the file once, on first use; racing callers agree on one mapping (the
+ * loser unmaps its own). Only the bytes the file holds now are mapped, so a
+ * table shorter than its manifest claims is caught by bounds checks, not by
+ * SIGBUS. A file truncated by someone else after mapping would raise SIGBUS:
+ * tables are never truncated.
+ */
+static const uint8_t *posix_map(struct kv_file *f, uint64_t *len)
+{
+	struct posix_file *pf = (struct posix_file *)f;
+	const uint8_t *m = atomic_load_explicit(&pf->map, memory_order_acquire);
+	if (m) {
+		*len = atomic_load_explicit(&pf->map_len, memory_order_relaxed);
+		return m;
+	}
+	struct stat st;
+	if (fstat(pf->fd, &st) < 0 || st.st_size <= 0)
+		return NULL;
+	void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, pf->fd, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	const uint8_t *expected = NULL;
+	atomic_store_explicit(&pf->map_len, (uint64_t)st.st_size, memory_order_relaxed);
+	if (!atomic_compare_exchange_strong_explicit(&pf->map, &expected, (const uint8_t *)p,
+						     memory_order_acq_rel, memory_order_acquire)) {
+		munmap(p, (size_t)st.st_size);
+		*len = atomic_load_explicit(&pf->map_len, memory_order_relaxed);
+		return expected;
+	}
+	*len = (uint64_t)st.st_size;
+	return p;
+}
+
 static int posix_close(struct kv_file *f)
 {
+	struct posix_file *pf = (struct posix_file *)f;
+	const uint8_t *m = atomic_load(&pf->map);
+	if (m)
+		munmap((void *)m, (size_t)atomic_load(&pf->map_len));
 	int r = close(posix_fd(f));
 	free(f);
 	return r < 0 && errno != EINTR ? -errno : 0;
@@ -126,6 +167,7 @@ static const struct kv_file_ops posix_file_ops = {
 	.size = posix_size,
 	.truncate = posix_truncate,
 	.close = posix_close,
+	.map = posix_map,
 };
 
 static int wrap_fd(int fd, struct kv_file **out)
@@ -139,6 +181,8 @@ static int wrap_fd(int fd, struct kv_file **out)
 	pf->fd = fd;
 	pf->end_known = false;
 	pf->end = 0;
+	atomic_init(&pf->map, NULL);
+	atomic_init(&pf->map_len, 0);
 	*out = &pf->base;
 	return 0;
 }

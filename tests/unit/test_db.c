@@ -448,6 +448,71 @@ static void test_db__corrupt_table_is_quarantined_not_served(void **state)
 	assert_int_equal(kv_vfs_exists(f->vfs, "/db/quarantine"), 0);
 }
 
+/* On the real file system tables are read through mmap: same checks. */
+static void test_db__mapped_tables_read_and_reject_rot(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/kvfs-test-db-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct kv_lsm_options o;
+	kv_lsm_options_init(&o);
+	o.block_bytes = 512;
+	struct kv_lsm *db = NULL;
+	assert_int_equal(kv_lsm_open(dir, &o, &db, NULL), 0);
+	char k[32], v[64];
+	for (int i = 0; i < 2000; i++) {
+		snprintf(k, sizeof k, "key%05d", i);
+		snprintf(v, sizeof v, "value%05d-%020d", i, i);
+		assert_int_equal(kv_lsm_put(db, S(k), S(v)), 0);
+	}
+	assert_int_equal(kv_lsm_flush(db), 0);
+	expect(db, "key01234", "value01234-00000000000000001234");
+	assert_int_equal(kv_lsm_close(db), 0);
+
+	/* Rot one byte in the middle of the (only) table. */
+	char **names;
+	size_t n;
+	char path[512] = "";
+	assert_int_equal(kv_vfs_list(kv_vfs_posix(), dir, &names, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (strstr(names[i], ".sst"))
+			snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+	kv_vfs_names_free(names, n);
+	assert_true(path[0]);
+	FILE *fp = fopen(path, "r+b");
+	assert_non_null(fp);
+	assert_int_equal(fseek(fp, 4000, SEEK_SET), 0);
+	int c = fgetc(fp);
+	assert_int_equal(fseek(fp, 4000, SEEK_SET), 0);
+	fputc(c ^ 0x10, fp);
+	fclose(fp);
+
+	struct kv_lsm_open_report rep;
+	assert_int_equal(kv_lsm_open(dir, &o, &db, &rep), 0);
+	int bad = 0, good = 0;
+	struct kv_buf b = KV_BUF_INIT;
+	for (int i = 0; i < 2000; i++) {
+		snprintf(k, sizeof k, "key%05d", i);
+		snprintf(v, sizeof v, "value%05d-%020d", i, i);
+		int r = kv_lsm_get(db, NULL, S(k), &b);
+		if (r == 0) {
+			assert_int_equal(b.n, strlen(v)); /* never a wrong value */
+			assert_memory_equal(b.p, v, b.n);
+			good++;
+		} else {
+			assert_true(r == KV_ECORRUPT || r == KV_ENOTFOUND);
+			bad++;
+		}
+	}
+	kv_buf_release(&b);
+	assert_true(bad > 0);
+	assert_int_equal(kv_lsm_close(db), 0);
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	(void)good;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -464,6 +529,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_db__second_open_is_refused, setup, teardown),
 		cmocka_unit_test(test_db__parse_sync_policy),
 		cmocka_unit_test_setup_teardown(test_db__corrupt_table_is_quarantined_not_served, setup, teardown),
+		cmocka_unit_test(test_db__mapped_tables_read_and_reject_rot),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
