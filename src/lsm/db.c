@@ -43,8 +43,8 @@ void kv_lsm_options_init(struct kv_lsm_options *o)
 	o->sync_batch_ms = 2;
 	o->max_immutable = 2;
 	o->l0_compaction_trigger = 4;
-	o->l0_slowdown = 12;
-	o->l0_stop = 20;
+	o->l0_slowdown = 20;
+	o->l0_stop = 36;
 	o->level1_bytes = 64u << 20;
 	o->level_multiplier = 10;
 	o->table_bytes = 32u << 20;
