@@ -96,7 +96,7 @@ expect "$out" '^fsync +: .* p50 [0-9.]+ p99 [0-9.]+ mean [0-9.]+' "fsync line"
 "$bench" measure --out="$tmp/m" -- sh -c 'head -c 100000 /dev/zero >"$1"' sh "$tmp/w" ||
   fail "measure exited $?"
 m=$(cat "$tmp/m")
-expect "$m" '^measure: status=0 .*maxrss_kib=[0-9]+ wchar=[0-9]+' "measure line"
+expect "$m" '^measure: status=0 .*maxrss_kib=[0-9]+ peak_anon_kib=[0-9]+ wchar=[0-9]+' "measure line"
 w=$(sed -E 's/.* wchar=([0-9]+).*/\1/' <<<"$m")
 if [ "$w" -ge 100000 ]; then ok; else fail "measure: wchar $w < 100000 bytes written"; fi
 
