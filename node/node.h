@@ -1,0 +1,210 @@
+/*
+ * node.h - the node's sans-I/O core (DESIGN §8): kv_node_step().
+ *
+ * The node is a single-threaded state machine. The driver (libuv in kvfsd,
+ * the simulator in tests/sim, a tiny harness in tests/unit/test_node.c) feeds
+ * it one input at a time — a client request, a peer message, a timer firing,
+ * a storage completion — and carries out the effects it asks for: messages to
+ * peers, replies to clients, timers to set or cancel, storage reads and
+ * writes. The core never reads a clock, draws randomness other than from the
+ * seeded source in its config, or touches storage. Design note: doc/node.md.
+ */
+#ifndef KV_NODE_NODE_H
+#define KV_NODE_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/msg.h"
+#include "ring/ring.h"
+#include "util/rng.h"
+#include "util/slice.h"
+#include "version/counter.h"
+#include "version/siblings.h"
+
+/* One member of the static member list (DESIGN §4 "Membership"). */
+struct kv_node_member {
+	uint32_t id;      /* numeric node id, the actor's node (unique, never reused) */
+	const char *name; /* ring name: [A-Za-z0-9._-], unique; copied at init */
+	double weight;    /* 0 means 1.0 */
+};
+
+/*
+ * Configuration. Borrowed by kv_node_init(), which copies what it keeps.
+ * kv_node_config_default() fills the defaults; set self_id and members.
+ */
+struct kv_node_config {
+	uint32_t self_id; /* must be one of @members */
+	uint32_t epoch;   /* the actor's epoch (DESIGN §4 "Actors") */
+	const struct kv_node_member *members;
+	size_t n_members;
+	uint32_t n;                  /* replicas per key, fixed per cluster */
+	uint32_t r, w;               /* default quorums, 1..n */
+	uint32_t tokens_per_weight;  /* ring tokens; 0 = KV_RING_DEFAULT_TOKENS */
+	uint64_t forward_timeout_ns; /* FORWARD_PUT unanswered -> next replica */
+	uint64_t request_timeout_ns; /* W acks / R replies not in -> error */
+	struct kv_dvv_limits limits; /* value, metadata and sibling limits of a put */
+	uint64_t counter_lease;      /* the dot counter's last persisted lease */
+	uint64_t counter_block;      /* lease size; 0 = KV_COUNTER_BLOCK_DEFAULT */
+	struct kv_rng rng;           /* seeded; the only randomness of the core */
+};
+
+void kv_node_config_default(struct kv_node_config *cfg);
+
+/* ---- Inputs ---------------------------------------------------------- */
+
+enum kv_input_type {
+	KV_INPUT_CLIENT = 1, /* a client request (GET, PUT, DELETE) */
+	KV_INPUT_PEER,       /* a peer message: request, reply or ERROR */
+	KV_INPUT_TIMER,      /* a timer set by a KV_EFFECT timer fired */
+	KV_INPUT_READ_DONE,  /* a storage read effect completed */
+	KV_INPUT_WRITE_DONE, /* a storage write effect completed (durably) */
+};
+
+/*
+ * One input. Everything is borrowed for the duration of kv_node_step(): the
+ * node copies what it keeps, so the caller may free the message and bytes
+ * as soon as the call returns.
+ */
+struct kv_input {
+	enum kv_input_type type;
+	union {
+		struct {
+			uint64_t conn;       /* the client connection, echoed in replies */
+			uint64_t request_id; /* the frame's request id, echoed */
+			const struct kv_msg *msg;
+		} client;
+		struct {
+			uint32_t from;       /* sender's node id */
+			uint64_t request_id; /* a request's id, or the id a reply echoes */
+			const struct kv_msg *msg;
+		} peer;
+		struct {
+			uint64_t id;
+		} timer;
+		struct {
+			uint64_t op;
+			int status;            /* 0 found, KV_ENOTFOUND, or an error */
+			struct kv_slice value; /* the stored bytes when status == 0 */
+		} read;
+		struct {
+			uint64_t op;
+			int status; /* 0 = durable, else an error */
+		} write;
+	};
+};
+
+/* ---- Effects --------------------------------------------------------- */
+
+/*
+ * An outgoing message. The effect owns @msg (its contexts and sets) and
+ * @bytes, which backs every slice of @msg; kv_effects_clear() frees both.
+ * A consumer may take them over by swapping in an empty message and buffer.
+ */
+struct kv_node_msg_out {
+	uint32_t to;         /* peer node id (sends) — unused for replies */
+	uint64_t conn;       /* client connection (replies) — unused for sends */
+	uint64_t request_id; /* frame request id: a new id, or the one echoed */
+	struct kv_msg msg;
+	struct kv_buf bytes;
+};
+
+struct kv_node_timer_out {
+	uint64_t id;
+	uint64_t at_ns; /* absolute, in the clock of the now_ns inputs */
+};
+
+/*
+ * A storage operation, completed later by a KV_INPUT_READ_DONE or
+ * KV_INPUT_WRITE_DONE input with the same @op. @key is the storage key
+ * (kv_skey_encode()); @value, for writes, the canonical sibling-set encoding.
+ * A write completes only once durable under the sync policy (DESIGN §3).
+ */
+struct kv_node_storage_out {
+	uint64_t op;
+	struct kv_buf key;
+	struct kv_buf value; /* writes only */
+};
+
+#define KV_NODE_EFFECT_ARRAY(T) \
+	struct {                \
+		T *v;           \
+		size_t n, cap;  \
+	}
+
+/*
+ * The effects of one or more steps, appended in order within each array.
+ * Caller-owned: kv_effects_init() / kv_effects_release(); kv_effects_clear()
+ * empties it (freeing what the entries own) and keeps the arrays.
+ */
+struct kv_effects {
+	KV_NODE_EFFECT_ARRAY(struct kv_node_msg_out) sends;   /* to peers */
+	KV_NODE_EFFECT_ARRAY(struct kv_node_msg_out) replies; /* to clients */
+	KV_NODE_EFFECT_ARRAY(struct kv_node_timer_out) timers;
+	KV_NODE_EFFECT_ARRAY(uint64_t) cancels;               /* timer ids */
+	KV_NODE_EFFECT_ARRAY(struct kv_node_storage_out) reads;
+	KV_NODE_EFFECT_ARRAY(struct kv_node_storage_out) writes;
+};
+
+void kv_effects_init(struct kv_effects *e);
+void kv_effects_clear(struct kv_effects *e);
+void kv_effects_release(struct kv_effects *e);
+
+/* ---- The node -------------------------------------------------------- */
+
+struct kv_node_key;   /* private: a per-key queue (node_int.h) */
+struct kv_node_op;    /* private: an operation in flight */
+
+/*
+ * A node. Caller-owned: kv_node_init() / kv_node_release(). The fields are
+ * private; single-threaded (guarded by whoever calls kv_node_step()).
+ */
+struct kv_node {
+	uint32_t self_id;
+	uint32_t self_idx; /* in the ring */
+	struct kv_actor actor;
+	struct kv_ring *ring;
+	uint32_t *ring_to_id; /* ring index -> node id */
+	uint32_t n, r, w;
+	uint64_t forward_timeout_ns, request_timeout_ns;
+	struct kv_dvv_limits limits;
+	struct kv_counter counter;
+	struct kv_rng rng;
+	uint64_t next_id;          /* op, timer and peer request ids */
+	struct kv_node_key *keys;  /* keys with queued operations */
+	struct kv_node_op *ops;    /* every operation in flight */
+};
+
+/*
+ * Builds a node from @cfg (copied). Returns 0, KV_EINVAL (self not a member,
+ * bad quorums, bad names), or -ENOMEM; on failure @node holds nothing.
+ */
+int kv_node_init(struct kv_node *node, const struct kv_node_config *cfg);
+
+/* Frees everything @node holds; operations in flight are dropped silently. */
+void kv_node_release(struct kv_node *node);
+
+/*
+ * Handles one input at time @now_ns and appends the resulting effects to
+ * @out (which it never clears). Returns 0; KV_EINVAL for an input the node
+ * cannot use (unknown type; a bad client request is answered with ERROR and
+ * still returns 0); -ENOMEM, after which the operation concerned has been
+ * answered with an error where possible. Inputs for ids the node no longer
+ * knows (late replies, cancelled timers) are ignored.
+ */
+int kv_node_step(struct kv_node *node, uint64_t now_ns, const struct kv_input *in,
+		 struct kv_effects *out);
+
+/*
+ * The preference list of @key as node ids, coordinating replica first
+ * (DESIGN §3): writes at most @cap ids to @ids (KV_RING_MAX_REPLICAS is
+ * always enough) and returns how many — fewer than N when the ring has too
+ * few nodes.
+ */
+int kv_node_preflist(const struct kv_node *node, struct kv_slice key, uint32_t *ids, size_t cap);
+
+/* Operations in flight (for tests and metrics). */
+size_t kv_node_ops_in_flight(const struct kv_node *node);
+
+#endif

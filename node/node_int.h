@@ -1,0 +1,155 @@
+/*
+ * node_int.h - private state of the node core (node.c, node_put.c,
+ * node_get.c). Not part of the API: see node.h and doc/node.md.
+ */
+#ifndef KV_NODE_NODE_INT_H
+#define KV_NODE_NODE_INT_H
+
+#include "node/node.h"
+
+/* Where an operation's answer goes. */
+enum kv_node_origin_kind {
+	ORIGIN_NONE,   /* internal (a local read repair): nobody to answer */
+	ORIGIN_CLIENT, /* a client connection */
+	ORIGIN_PEER,   /* a peer's request */
+};
+
+struct kv_node_origin {
+	enum kv_node_origin_kind kind;
+	uint64_t conn;     /* ORIGIN_CLIENT */
+	uint32_t from;     /* ORIGIN_PEER */
+	uint64_t req_id;   /* the frame request id to echo */
+	uint16_t req_type; /* the request's message type; picks the reply type */
+};
+
+enum kv_node_op_kind {
+	OP_FORWARD,    /* a put on its way to the coordinating replica */
+	OP_COORD_PUT,  /* a put at the coordinating replica: mint, write, ship */
+	OP_JOIN,       /* REPLICA_WRITE / READ_REPAIR: read, join, write, ack */
+	OP_GET,        /* a GET: R replica reads, join, reply, repair */
+	OP_REPLICA_READ, /* a peer's REPLICA_READ: read, reply */
+};
+
+enum kv_node_op_state {
+	ST_QUEUED, /* waiting in the key's queue */
+	ST_READ,   /* storage read outstanding */
+	ST_WRITE,  /* storage write outstanding (the key's queue waits) */
+	ST_WAIT,   /* waiting for peers (acks, replies, a forward) */
+};
+
+/* A put's arguments, owned copies of a PUT / DELETE / FORWARD_PUT. */
+struct kv_node_put_args {
+	uint8_t flags; /* KV_MSG_PUT_F_TOMBSTONE */
+	uint8_t w;
+	uint8_t hops;
+	uint32_t timeout_ms;
+	uint8_t request_id[KV_REQUEST_ID_LEN];
+	struct kv_ctx context;
+	struct kv_buf meta;
+	struct kv_buf body;
+};
+
+#define KV_NODE_MAX_PEERS KV_RING_MAX_REPLICAS
+
+/*
+ * One operation in flight. Lives on node->ops from creation to
+ * op_finish(); an operation of a key's queue is also on that key's list.
+ * Ids (storage_op, timer, peer_req[]) are unique within the node, so an
+ * input finds its operation by id; an id of 0 means none.
+ */
+struct kv_node_op {
+	struct kv_node_op *next, *prev; /* node->ops */
+	struct kv_node_op *qnext;       /* key queue */
+	struct kv_node_key *queue;      /* the queue it is on, or NULL */
+	enum kv_node_op_kind kind;
+	enum kv_node_op_state state;
+	struct kv_node_origin origin;
+	struct kv_buf key; /* the user key */
+	uint64_t storage_op;
+	uint64_t timer;
+	bool replied;
+
+	uint32_t pref[KV_NODE_MAX_PEERS]; /* node ids, coordinator first */
+	uint32_t npref;
+	uint64_t peer_req[KV_NODE_MAX_PEERS]; /* outstanding peer request per slot */
+	bool answered[KV_NODE_MAX_PEERS];
+	struct kv_dvv replies[KV_NODE_MAX_PEERS]; /* OP_GET: each replica's set */
+	uint32_t nanswered;
+	uint32_t needed; /* W or R */
+	uint32_t try_idx; /* OP_FORWARD: the slot being tried */
+
+	struct kv_node_put_args put;
+	struct kv_dvv set;  /* OP_COORD_PUT result, OP_JOIN incoming, OP_GET merged */
+	struct kv_dot dot;  /* OP_COORD_PUT: the minted (or retried) dot */
+	bool retry;         /* OP_COORD_PUT: kv_dvv_put() found the request id */
+};
+
+/* A key with queued operations; removed when its queue empties. */
+struct kv_node_key {
+	struct kv_node_key *next;
+	struct kv_buf key;
+	struct kv_node_op *head, *tail; /* head is the running operation */
+};
+
+/* node.c: shared helpers. */
+uint64_t kv_node__id(struct kv_node *node);
+struct kv_node_op *kv_node__op_new(struct kv_node *node, enum kv_node_op_kind kind,
+				   const struct kv_node_origin *origin, struct kv_slice key);
+void kv_node__op_finish(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+int kv_node__enqueue(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+void kv_node__dequeue(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+struct kv_node_msg_out *kv_node__send(struct kv_effects *out, uint32_t to, uint64_t req_id,
+				      uint16_t type);
+struct kv_node_msg_out *kv_node__answer(struct kv_effects *out,
+					const struct kv_node_origin *origin, uint16_t type);
+int kv_node__own_key(struct kv_node_msg_out *m, struct kv_slice key, struct kv_slice *dst);
+void kv_node__answer_error(struct kv_effects *out, const struct kv_node_origin *origin,
+			   int code, const char *text);
+int kv_node__timer(struct kv_node *node, struct kv_node_op *op, uint64_t at_ns,
+		   struct kv_effects *out);
+void kv_node__cancel_timer(struct kv_node_op *op, struct kv_effects *out);
+int kv_node__storage_read(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+int kv_node__storage_write(struct kv_node *node, struct kv_node_op *op, const struct kv_dvv *set,
+			   struct kv_effects *out);
+int kv_node__decode_stored(const struct kv_input *in, struct kv_dvv *out);
+uint64_t kv_node__deadline(const struct kv_node *node, uint64_t now_ns, uint32_t timeout_ms);
+
+/* The per-kind handlers. Each returns 0 or a negative error. */
+int kv_node__put_request(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
+			 const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__join_request(struct kv_node *node, const struct kv_node_origin *origin,
+			  struct kv_slice key, const struct kv_dvv *set, struct kv_effects *out);
+int kv_node__get_request(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
+			 const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__replica_read_request(struct kv_node *node, const struct kv_node_origin *origin,
+				  const struct kv_msg *msg, struct kv_effects *out);
+
+/* A queued operation reached the head of its key's queue. */
+int kv_node__start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+
+/* node_get.c */
+int kv_node__get_on_read(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			 struct kv_effects *out);
+int kv_node__get_on_reply(struct kv_node *node, struct kv_node_op *op, uint32_t slot,
+			  const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__get_on_timer(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+int kv_node__rread_on_read(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			   struct kv_effects *out);
+
+/* node_put.c */
+int kv_node__put_start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+int kv_node__join_start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+int kv_node__put_on_read(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			 const struct kv_input *in, struct kv_effects *out);
+int kv_node__put_on_write(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			  const struct kv_input *in, struct kv_effects *out);
+int kv_node__put_on_reply(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			  uint32_t slot, const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__put_on_timer(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			  struct kv_effects *out);
+int kv_node__join_on_read(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			  struct kv_effects *out);
+int kv_node__join_on_write(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			   struct kv_effects *out);
+
+#endif

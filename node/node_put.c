@@ -1,0 +1,423 @@
+/*
+ * node_put.c - the write path of the node core (DESIGN §4 "Who mints a dot",
+ * "Replicas read, join, write"; doc/node.md "Put"):
+ *
+ *   any node        PUT/DELETE -> FORWARD_PUT to the first answering replica
+ *   coordinating    key queue: read -> kv_dvv_put (mint) -> write
+ *   replica         -> REPLICA_WRITE of the whole set to the other replicas,
+ *                   reply at W acks (the local write is the first)
+ *   other replicas  key queue: read -> kv_dvv_join -> write -> ack
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/node_int.h"
+#include "ring/keys.h"
+#include "util/checksum.h"
+#include "util/error.h"
+
+static const char quorum_text[] =
+	"quorum not met: fewer than W replicas acknowledged in time; "
+	"the write may still have reached some replicas";
+
+static bool is_tombstone(const struct kv_node_op *op)
+{
+	return (op->put.flags & KV_MSG_PUT_F_TOMBSTONE) != 0;
+}
+
+/* Copies the put's arguments out of @p into @op. Returns 0 or -ENOMEM. */
+static int copy_put_args(struct kv_node_op *op, const struct kv_msg *msg)
+{
+	const struct kv_msg_put *p = &msg->put;
+	op->put.flags = p->flags;
+	if (msg->type == KV_MSG_DELETE)
+		op->put.flags |= KV_MSG_PUT_F_TOMBSTONE;
+	op->put.w = p->w;
+	op->put.hops = msg->type == KV_MSG_FORWARD_PUT ? p->hops : 0;
+	op->put.timeout_ms = p->timeout_ms;
+	memcpy(op->put.request_id, p->request_id, KV_REQUEST_ID_LEN);
+	if (kv_ctx_copy(&op->put.context, &p->context) != 0 ||
+	    kv_buf_append(&op->put.meta, p->meta.p, p->meta.n) != 0 ||
+	    kv_buf_append(&op->put.body, p->body.p, p->body.n) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+/* Answers @op's origin with the put's result and reports done. */
+static int answer_success(struct kv_node_op *op, struct kv_effects *out)
+{
+	op->replied = true;
+	struct kv_node_msg_out *m =
+		kv_node__answer(out, &op->origin, kv_msg_reply_type(op->origin.req_type));
+	if (m == NULL)
+		return op->origin.kind == ORIGIN_NONE ? 0 : -ENOMEM;
+	m->msg.put_reply.dot = op->dot;
+	m->msg.put_reply.flags = op->retry ? KV_MSG_PUT_REPLY_F_RETRY : 0;
+	return kv_ctx_copy(&m->msg.put_reply.context, &op->set.ctx);
+}
+
+static void fail(struct kv_node *node, struct kv_node_op *op, int code, const char *text,
+		 struct kv_effects *out)
+{
+	if (!op->replied)
+		kv_node__answer_error(out, &op->origin, code, text);
+	op->replied = true;
+	kv_node__op_finish(node, op, out);
+}
+
+/* Makes @op the coordinating replica's operation and queues it. */
+static int become_coordinator(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			      struct kv_effects *out)
+{
+	op->kind = OP_COORD_PUT;
+	op->needed = op->put.w ? op->put.w : node->w;
+	memset(op->peer_req, 0, sizeof op->peer_req);
+	kv_node__cancel_timer(op, out);
+	int rc = kv_node__timer(node, op, kv_node__deadline(node, now_ns, op->put.timeout_ms), out);
+	if (rc == 0)
+		rc = kv_node__enqueue(node, op, out);
+	if (rc != 0)
+		fail(node, op, rc, "out of memory", out);
+	return rc;
+}
+
+/*
+ * Sends the put to the replica at op->try_idx, or, when that is this node,
+ * coordinates it here. Past the end of the preference list: an error.
+ */
+static int forward_try(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+		       struct kv_effects *out)
+{
+	if (op->try_idx >= op->npref) {
+		fail(node, op, KV_ETIMEDOUT, "no replica of the key answered the forwarded put", out);
+		return 0;
+	}
+	uint32_t to = op->pref[op->try_idx];
+	if (to == node->self_id)
+		return become_coordinator(node, now_ns, op, out);
+	uint64_t req = kv_node__id(node);
+	struct kv_node_msg_out *m = kv_node__send(out, to, req, KV_MSG_FORWARD_PUT);
+	int rc = -ENOMEM;
+	if (m == NULL)
+		goto out;
+	struct kv_msg_put *p = &m->msg.put;
+	p->flags = op->put.flags;
+	p->w = op->put.w;
+	p->hops = (uint8_t)(op->put.hops + 1);
+	p->timeout_ms = op->put.timeout_ms;
+	memcpy(p->request_id, op->put.request_id, KV_REQUEST_ID_LEN);
+	size_t nk = op->key.n, nm = op->put.meta.n, nb = op->put.body.n;
+	if (kv_buf_reserve(&m->bytes, nk + nm + nb) != 0 ||
+	    kv_buf_append(&m->bytes, op->key.p, nk) != 0 ||
+	    kv_buf_append(&m->bytes, op->put.meta.p, nm) != 0 ||
+	    kv_buf_append(&m->bytes, op->put.body.p, nb) != 0 ||
+	    kv_ctx_copy(&p->context, &op->put.context) != 0)
+		goto out;
+	p->key = kv_slice_make(m->bytes.p, nk);
+	p->meta = kv_slice_make(m->bytes.p + nk, nm);
+	p->body = kv_slice_make(m->bytes.p + nk + nm, nb);
+	op->peer_req[op->try_idx] = req;
+	op->state = ST_WAIT;
+	kv_node__cancel_timer(op, out);
+	rc = kv_node__timer(node, op, now_ns + node->forward_timeout_ns, out);
+out:
+	if (rc != 0)
+		fail(node, op, rc, "out of memory", out);
+	return rc;
+}
+
+int kv_node__put_request(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
+			 const struct kv_msg *msg, struct kv_effects *out)
+{
+	const struct kv_msg_put *p = &msg->put;
+	if (p->key.n > KV_KEY_MAX) {
+		kv_node__answer_error(out, origin, KV_ETOOBIG, "key too long");
+		return 0;
+	}
+	if (p->w > node->n) {
+		kv_node__answer_error(out, origin, KV_EINVAL, "w above the replica count");
+		return 0;
+	}
+	if ((msg->type == KV_MSG_DELETE || (p->flags & KV_MSG_PUT_F_TOMBSTONE)) && p->body.n != 0) {
+		kv_node__answer_error(out, origin, KV_EINVAL, "a tombstone has no body");
+		return 0;
+	}
+	if (msg->type == KV_MSG_FORWARD_PUT && p->hops >= KV_MSG_HOPS_MAX) {
+		kv_node__answer_error(out, origin, KV_EINVAL, "forwarded too often");
+		return 0;
+	}
+	uint32_t pref[KV_NODE_MAX_PEERS];
+	int np = kv_node_preflist(node, p->key, pref, KV_NODE_MAX_PEERS);
+	if (np <= 0 || (uint32_t)np < (p->w ? p->w : node->w)) {
+		kv_node__answer_error(out, origin, KV_EQUORUM, "fewer replicas than W");
+		return 0;
+	}
+	struct kv_node_op *op = kv_node__op_new(node, OP_FORWARD, origin, p->key);
+	if (op == NULL) {
+		kv_node__answer_error(out, origin, -ENOMEM, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(op->pref, pref, sizeof pref);
+	op->npref = (uint32_t)np;
+	if (copy_put_args(op, msg) != 0) {
+		fail(node, op, -ENOMEM, "out of memory", out);
+		return -ENOMEM;
+	}
+	/*
+	 * DESIGN §4 "Who mints a dot": the first answering replica coordinates.
+	 * A forwarded put that reached any replica stays: the sender skipped
+	 * the ones before it.
+	 */
+	bool self_replica = false;
+	for (int i = 0; i < np; i++)
+		if (pref[i] == node->self_id)
+			self_replica = true;
+	if (pref[0] == node->self_id || (msg->type == KV_MSG_FORWARD_PUT && self_replica))
+		return become_coordinator(node, now_ns, op, out);
+	return forward_try(node, now_ns, op, out);
+}
+
+int kv_node__put_start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	int rc = kv_node__storage_read(node, op, out);
+	if (rc != 0)
+		fail(node, op, rc, "cannot read the key", out);
+	return rc;
+}
+
+/* Sends the whole set to the other replicas and counts the local write. */
+static int ship(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	op->state = ST_WAIT;
+	op->nanswered = 0;
+	for (uint32_t i = 0; i < op->npref; i++) {
+		op->answered[i] = false;
+		op->peer_req[i] = 0;
+		if (op->pref[i] == node->self_id) {
+			op->answered[i] = true;
+			op->nanswered++;
+			continue;
+		}
+		uint64_t req = kv_node__id(node);
+		struct kv_node_msg_out *m = kv_node__send(out, op->pref[i], req, KV_MSG_REPLICA_WRITE);
+		if (m == NULL ||
+		    kv_node__own_key(m, kv_buf_slice(&op->key), &m->msg.replica_write.key) != 0 ||
+		    kv_dvv_copy(&m->msg.replica_write.set, &op->set) != 0)
+			return -ENOMEM; /* that replica will be missing; the quorum decides */
+		op->peer_req[i] = req;
+	}
+	return 0;
+}
+
+/* Replies once W acks are in; the operation ends when it has replied. */
+static int check_acks(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	int rc = 0;
+	if (!op->replied && op->nanswered >= op->needed)
+		rc = answer_success(op, out);
+	if (op->replied)
+		kv_node__op_finish(node, op, out);
+	return rc;
+}
+
+int kv_node__put_on_read(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			 const struct kv_input *in, struct kv_effects *out)
+{
+	int rc = kv_node__decode_stored(in, &op->set);
+	if (rc != 0) {
+		fail(node, op, rc, "cannot read the key's stored versions", out);
+		return 0;
+	}
+	struct kv_dvv_write w;
+	memset(&w, 0, sizeof w);
+	w.context = &op->put.context;
+	memcpy(w.request_id, op->put.request_id, KV_REQUEST_ID_LEN);
+	w.timestamp_ns = (int64_t)now_ns;
+	w.tombstone = is_tombstone(op);
+	w.meta = kv_buf_slice(&op->put.meta);
+	w.body = kv_buf_slice(&op->put.body);
+	rc = kv_dvv_put(&op->set, &w, node->actor, &node->counter, &node->limits, &op->dot);
+	/* Lease persistence is stubbed: every lease is durable at once. */
+	uint64_t lease;
+	while (kv_counter_lease_request(&node->counter, &lease) == 1)
+		kv_counter_lease_durable(&node->counter, lease);
+	if (rc < 0) {
+		fail(node, op, rc, kv_strerror(rc), out);
+		return 0;
+	}
+	if (rc == 1) {
+		/* A retry: the set is stored already; ship it again, no write. */
+		op->retry = true;
+		kv_node__dequeue(node, op, out);
+		rc = ship(node, op, out);
+		int rc2 = check_acks(node, op, out);
+		return rc ? rc : rc2;
+	}
+	rc = kv_node__storage_write(node, op, &op->set, out);
+	if (rc != 0)
+		fail(node, op, rc, "cannot write the key", out);
+	return rc;
+}
+
+int kv_node__put_on_write(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			  const struct kv_input *in, struct kv_effects *out)
+{
+	(void)now_ns;
+	if (in->write.status != 0) {
+		fail(node, op, in->write.status, "the local write failed", out);
+		return 0;
+	}
+	/* Durable: the next operation on the key may start (DESIGN §4). */
+	kv_node__dequeue(node, op, out);
+	int rc = ship(node, op, out);
+	int rc2 = check_acks(node, op, out);
+	return rc ? rc : rc2;
+}
+
+int kv_node__put_on_reply(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			  uint32_t slot, const struct kv_msg *msg, struct kv_effects *out)
+{
+	(void)now_ns;
+	if (op->kind == OP_FORWARD) {
+		if (msg->type == KV_MSG_ERROR) {
+			/* The coordinator's verdict (a failed quorum included) stands. */
+			struct kv_node_msg_out *m = kv_node__answer(out, &op->origin, KV_MSG_ERROR);
+			if (m != NULL) {
+				m->msg.error.code = msg->error.code;
+				(void)kv_node__own_key(m, msg->error.text, &m->msg.error.text);
+			}
+		} else if (msg->type == KV_MSG_FORWARD_PUT_REPLY) {
+			struct kv_node_msg_out *m = kv_node__answer(
+				out, &op->origin, kv_msg_reply_type(op->origin.req_type));
+			if (m != NULL) {
+				m->msg.put_reply.dot = msg->put_reply.dot;
+				m->msg.put_reply.flags = msg->put_reply.flags;
+				(void)kv_ctx_copy(&m->msg.put_reply.context, &msg->put_reply.context);
+			}
+		} else {
+			return 0; /* not an answer to a forward */
+		}
+		op->replied = true;
+		kv_node__op_finish(node, op, out);
+		return 0;
+	}
+	if (op->kind != OP_COORD_PUT || op->state != ST_WAIT)
+		return 0;
+	if (msg->type != KV_MSG_REPLICA_WRITE_ACK)
+		return 0; /* a refused write does not count; the timer decides */
+	if (!op->answered[slot]) {
+		op->answered[slot] = true;
+		op->nanswered++;
+	}
+	return check_acks(node, op, out);
+}
+
+int kv_node__put_on_timer(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			  struct kv_effects *out)
+{
+	if (op->kind == OP_FORWARD) {
+		/* DESIGN §4 "Membership": skip the silent replica, try the next. */
+		op->peer_req[op->try_idx] = 0;
+		op->try_idx++;
+		return forward_try(node, now_ns, op, out);
+	}
+	if (op->kind != OP_COORD_PUT)
+		return 0;
+	if (!op->replied)
+		kv_node__answer_error(out, &op->origin, KV_EQUORUM, quorum_text);
+	op->replied = true;
+	/* A read or write in flight finishes first (the key's queue waits on it). */
+	if (op->state == ST_QUEUED || op->state == ST_WAIT)
+		kv_node__op_finish(node, op, out);
+	return 0;
+}
+
+/* ---- Replica side: read, join, write, ack ------------------------------ */
+
+int kv_node__join_request(struct kv_node *node, const struct kv_node_origin *origin,
+			  struct kv_slice key, const struct kv_dvv *set, struct kv_effects *out)
+{
+	if (key.n > KV_KEY_MAX) {
+		kv_node__answer_error(out, origin, KV_ETOOBIG, "key too long");
+		return 0;
+	}
+	struct kv_node_op *op = kv_node__op_new(node, OP_JOIN, origin, key);
+	if (op == NULL) {
+		kv_node__answer_error(out, origin, -ENOMEM, "out of memory");
+		return -ENOMEM;
+	}
+	int rc = kv_dvv_copy(&op->set, set);
+	if (rc == 0)
+		rc = kv_node__enqueue(node, op, out);
+	if (rc != 0)
+		fail(node, op, rc, "out of memory", out);
+	return rc;
+}
+
+int kv_node__join_start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	int rc = kv_node__storage_read(node, op, out);
+	if (rc != 0)
+		fail(node, op, rc, "cannot read the key", out);
+	return rc;
+}
+
+/* Acknowledges a join with the hash and size of the joined set, and ends it. */
+static int ack_join(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	int rc = 0;
+	struct kv_buf enc = KV_BUF_INIT;
+	struct kv_node_msg_out *m =
+		kv_node__answer(out, &op->origin, kv_msg_reply_type(op->origin.req_type));
+	if (m != NULL) {
+		rc = kv_dvv_encode(&op->set, &enc);
+		m->msg.replica_ack.set_hash = kv_hash64(enc.p, enc.n);
+		m->msg.replica_ack.nversions = (uint32_t)op->set.n;
+	}
+	kv_buf_release(&enc);
+	op->replied = true;
+	kv_node__op_finish(node, op, out);
+	return rc;
+}
+
+int kv_node__join_on_read(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			  struct kv_effects *out)
+{
+	struct kv_dvv stored = KV_DVV_INIT, joined = KV_DVV_INIT;
+	int rc = kv_node__decode_stored(in, &stored);
+	if (rc != 0) {
+		fail(node, op, rc, "cannot read the key's stored versions", out);
+		rc = 0;
+		goto out;
+	}
+	rc = kv_dvv_copy(&joined, &stored);
+	if (rc == 0)
+		rc = kv_dvv_join(&joined, &op->set);
+	if (rc != 0) {
+		fail(node, op, rc, kv_strerror(rc), out);
+		goto out;
+	}
+	kv_dvv_swap(&op->set, &joined);
+	if (in->read.status == 0 && kv_dvv_equal(&op->set, &stored)) {
+		rc = ack_join(node, op, out); /* nothing new: no write needed */
+		goto out;
+	}
+	rc = kv_node__storage_write(node, op, &op->set, out);
+	if (rc != 0)
+		fail(node, op, rc, "cannot write the key", out);
+out:
+	kv_dvv_release(&stored);
+	kv_dvv_release(&joined);
+	return rc;
+}
+
+int kv_node__join_on_write(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			   struct kv_effects *out)
+{
+	if (in->write.status != 0) {
+		fail(node, op, in->write.status, "the replica write failed", out);
+		return 0;
+	}
+	return ack_join(node, op, out);
+}

@@ -1,0 +1,776 @@
+/*
+ * test_node.c - the node's sans-I/O core (node/node.h, doc/node.md).
+ *
+ * A tiny in-test harness runs a few nodes in one process: every message a
+ * node sends is encoded and decoded with src/proto (so the core only emits
+ * valid messages) and queued; storage effects complete against an in-memory
+ * map per node; timers fire only when a test advances the clock. Nodes
+ * marked down receive nothing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "node/node.h"
+#include "proto/msg.h"
+#include "ring/keys.h"
+#include "ring/ring.h"
+#include "util/error.h"
+#include "util/slice.h"
+#include "version/siblings.h"
+
+#define H_MAX_NODES 4
+#define MS 1000000ull
+
+/* ---- Harness ------------------------------------------------------------ */
+
+struct h_kv {
+	struct kv_buf key, value;
+};
+
+struct h_store {
+	struct h_kv *v;
+	size_t n, cap;
+	size_t writes; /* storage writes applied */
+};
+
+enum h_ev_kind { EV_PEER, EV_READ, EV_WRITE };
+
+struct h_ev {
+	enum h_ev_kind kind;
+	int to;         /* node index */
+	uint32_t from;  /* EV_PEER: sender id */
+	uint64_t id;    /* request id, or storage op id */
+	uint16_t type;  /* EV_PEER */
+	struct kv_buf body; /* EV_PEER: encoded message; EV_WRITE: value */
+	struct kv_buf key;  /* EV_READ, EV_WRITE */
+};
+
+struct h_timer {
+	int node;
+	uint64_t id, at;
+};
+
+struct h_reply {
+	int node;
+	uint64_t conn, request_id;
+	struct kv_buf body;
+	struct kv_msg msg; /* decoded; borrows from @body */
+};
+
+struct harness {
+	int nnodes;
+	struct kv_node nodes[H_MAX_NODES];
+	struct h_store store[H_MAX_NODES];
+	bool down[H_MAX_NODES];
+	struct h_ev *q;
+	size_t qhead, qn, qcap;
+	struct h_timer timers[256];
+	size_t ntimers;
+	struct h_reply replies[64];
+	size_t nreplies;
+	uint64_t now;
+	uint64_t next_req;
+	size_t sent[H_MAX_NODES]; /* peer messages sent by each node */
+	bool hold_storage;        /* storage effects wait in @held until released */
+	struct h_ev held[16];
+	size_t nheld;
+};
+
+static const char *const h_names[H_MAX_NODES] = { "n1", "n2", "n3", "n4" };
+
+static void h_init(struct harness *h, int nnodes, uint32_t n, uint32_t r, uint32_t w)
+{
+	memset(h, 0, sizeof *h);
+	h->nnodes = nnodes;
+	h->now = 1000 * MS;
+	h->next_req = 1;
+	struct kv_node_member members[H_MAX_NODES];
+	for (int i = 0; i < nnodes; i++) {
+		members[i].id = (uint32_t)(i + 1);
+		members[i].name = h_names[i];
+		members[i].weight = 1.0;
+	}
+	for (int i = 0; i < nnodes; i++) {
+		struct kv_node_config cfg;
+		kv_node_config_default(&cfg);
+		cfg.self_id = (uint32_t)(i + 1);
+		cfg.members = members;
+		cfg.n_members = (size_t)nnodes;
+		cfg.n = n;
+		cfg.r = r;
+		cfg.w = w;
+		cfg.request_timeout_ns = 100 * MS;
+		cfg.forward_timeout_ns = 150 * MS;
+		kv_rng_seed(&cfg.rng, 42 + (uint64_t)i);
+		assert_int_equal(kv_node_init(&h->nodes[i], &cfg), 0);
+	}
+}
+
+static void h_release(struct harness *h)
+{
+	for (int i = 0; i < h->nnodes; i++) {
+		kv_node_release(&h->nodes[i]);
+		for (size_t k = 0; k < h->store[i].n; k++) {
+			kv_buf_release(&h->store[i].v[k].key);
+			kv_buf_release(&h->store[i].v[k].value);
+		}
+		free(h->store[i].v);
+	}
+	for (size_t i = h->qhead; i < h->qn; i++) {
+		kv_buf_release(&h->q[i].body);
+		kv_buf_release(&h->q[i].key);
+	}
+	free(h->q);
+	for (size_t i = 0; i < h->nheld; i++) {
+		kv_buf_release(&h->held[i].body);
+		kv_buf_release(&h->held[i].key);
+	}
+	for (size_t i = 0; i < h->nreplies; i++) {
+		kv_msg_release(&h->replies[i].msg);
+		kv_buf_release(&h->replies[i].body);
+	}
+}
+
+static int h_index(uint32_t id)
+{
+	return (int)id - 1;
+}
+
+static struct h_kv *h_find(struct h_store *s, struct kv_slice key)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (kv_slice_eq(kv_buf_slice(&s->v[i].key), key))
+			return &s->v[i];
+	return NULL;
+}
+
+static void h_store_put(struct h_store *s, struct kv_slice key, struct kv_slice value)
+{
+	struct h_kv *kv = h_find(s, key);
+	if (kv == NULL) {
+		if (s->n == s->cap) {
+			s->cap = s->cap ? 2 * s->cap : 8;
+			s->v = realloc(s->v, s->cap * sizeof *s->v);
+			assert_non_null(s->v);
+		}
+		kv = &s->v[s->n++];
+		memset(kv, 0, sizeof *kv);
+		assert_int_equal(kv_buf_append(&kv->key, key.p, key.n), 0);
+	}
+	kv_buf_reset(&kv->value);
+	assert_int_equal(kv_buf_append(&kv->value, value.p, value.n), 0);
+	s->writes++;
+}
+
+static void h_push(struct harness *h, struct h_ev *ev)
+{
+	if (h->qn == h->qcap) {
+		h->qcap = h->qcap ? 2 * h->qcap : 64;
+		h->q = realloc(h->q, h->qcap * sizeof *h->q);
+		assert_non_null(h->q);
+	}
+	h->q[h->qn++] = *ev;
+}
+
+static void h_encode(const struct kv_msg *msg, struct kv_buf *body)
+{
+	int rc = kv_msg_encode(msg, NULL, body);
+	if (rc != 0)
+		fail_msg("node emitted an unencodable %s: %s", kv_msg_type_name(msg->type),
+			 kv_strerror(rc));
+}
+
+/* Moves the effects of node @i into the harness and empties @out. */
+static void h_collect(struct harness *h, int i, struct kv_effects *out)
+{
+	for (size_t k = 0; k < out->sends.n; k++) {
+		struct kv_node_msg_out *m = &out->sends.v[k];
+		h->sent[i]++;
+		int to = h_index(m->to);
+		assert_true(to >= 0 && to < h->nnodes && to != i);
+		if (h->down[to])
+			continue;
+		struct h_ev ev = { EV_PEER, to, (uint32_t)(i + 1), m->request_id, m->msg.type,
+				   KV_BUF_INIT, KV_BUF_INIT };
+		h_encode(&m->msg, &ev.body);
+		h_push(h, &ev);
+	}
+	for (size_t k = 0; k < out->replies.n; k++) {
+		struct kv_node_msg_out *m = &out->replies.v[k];
+		assert_true(h->nreplies < 64);
+		struct h_reply *r = &h->replies[h->nreplies++];
+		memset(r, 0, sizeof *r);
+		r->node = i;
+		r->conn = m->conn;
+		r->request_id = m->request_id;
+		h_encode(&m->msg, &r->body);
+		assert_int_equal(kv_msg_decode(m->msg.type, kv_buf_slice(&r->body), NULL, &r->msg), 0);
+	}
+	for (size_t k = 0; k < out->timers.n; k++) {
+		assert_true(h->ntimers < 256);
+		h->timers[h->ntimers++] =
+			(struct h_timer){ i, out->timers.v[k].id, out->timers.v[k].at_ns };
+	}
+	for (size_t k = 0; k < out->cancels.n; k++)
+		for (size_t t = 0; t < h->ntimers; t++)
+			if (h->timers[t].node == i && h->timers[t].id == out->cancels.v[k])
+				h->timers[t] = h->timers[--h->ntimers];
+	for (size_t k = 0; k < out->reads.n; k++) {
+		struct h_ev ev = { EV_READ, i, 0, out->reads.v[k].op, 0, KV_BUF_INIT, KV_BUF_INIT };
+		kv_buf_append(&ev.key, out->reads.v[k].key.p, out->reads.v[k].key.n);
+		if (h->hold_storage)
+			h->held[h->nheld++] = ev;
+		else
+			h_push(h, &ev);
+	}
+	for (size_t k = 0; k < out->writes.n; k++) {
+		struct kv_node_storage_out *s = &out->writes.v[k];
+		struct h_ev ev = { EV_WRITE, i, 0, s->op, 0, KV_BUF_INIT, KV_BUF_INIT };
+		kv_buf_append(&ev.key, s->key.p, s->key.n);
+		kv_buf_append(&ev.body, s->value.p, s->value.n);
+		if (h->hold_storage)
+			h->held[h->nheld++] = ev;
+		else
+			h_push(h, &ev);
+	}
+	kv_effects_clear(out);
+}
+
+static void h_step(struct harness *h, int i, const struct kv_input *in)
+{
+	struct kv_effects out;
+	kv_effects_init(&out);
+	assert_int_equal(kv_node_step(&h->nodes[i], h->now, in, &out), 0);
+	h_collect(h, i, &out);
+	kv_effects_release(&out);
+}
+
+static void h_deliver(struct harness *h, struct h_ev *ev)
+{
+	struct kv_input in;
+	memset(&in, 0, sizeof in);
+	if (ev->kind == EV_PEER) {
+		struct kv_msg msg;
+		kv_msg_init(&msg, KV_MSG_NONE);
+		assert_int_equal(kv_msg_decode(ev->type, kv_buf_slice(&ev->body), NULL, &msg), 0);
+		in.type = KV_INPUT_PEER;
+		in.peer.from = ev->from;
+		in.peer.request_id = ev->id;
+		in.peer.msg = &msg;
+		if (!h->down[ev->to])
+			h_step(h, ev->to, &in);
+		kv_msg_release(&msg);
+	} else if (ev->kind == EV_READ) {
+		struct h_kv *kv = h_find(&h->store[ev->to], kv_buf_slice(&ev->key));
+		in.type = KV_INPUT_READ_DONE;
+		in.read.op = ev->id;
+		in.read.status = kv ? 0 : KV_ENOTFOUND;
+		if (kv != NULL)
+			in.read.value = kv_buf_slice(&kv->value);
+		h_step(h, ev->to, &in);
+	} else {
+		h_store_put(&h->store[ev->to], kv_buf_slice(&ev->key), kv_buf_slice(&ev->body));
+		in.type = KV_INPUT_WRITE_DONE;
+		in.write.op = ev->id;
+		h_step(h, ev->to, &in);
+	}
+	kv_buf_release(&ev->body);
+	kv_buf_release(&ev->key);
+}
+
+/* Delivers queued events until none is left. */
+static void h_run(struct harness *h)
+{
+	while (h->qhead < h->qn) {
+		struct h_ev ev = h->q[h->qhead++];
+		h_deliver(h, &ev);
+	}
+	h->qhead = h->qn = 0;
+}
+
+/* Advances the clock to @at and fires every timer due by then, in order. */
+static void h_advance(struct harness *h, uint64_t at)
+{
+	h->now = at;
+	for (;;) {
+		size_t best = h->ntimers;
+		for (size_t t = 0; t < h->ntimers; t++)
+			if (h->timers[t].at <= at && (best == h->ntimers || h->timers[t].at < h->timers[best].at))
+				best = t;
+		if (best == h->ntimers)
+			return;
+		struct h_timer tm = h->timers[best];
+		h->timers[best] = h->timers[--h->ntimers];
+		if (h->down[tm.node])
+			continue;
+		struct kv_input in = { .type = KV_INPUT_TIMER };
+		in.timer.id = tm.id;
+		h_step(h, tm.node, &in);
+		h_run(h);
+	}
+}
+
+/* Sends a client request to node @i; returns its request id. */
+static uint64_t h_client(struct harness *h, int i, const struct kv_msg *msg)
+{
+	struct kv_input in = { .type = KV_INPUT_CLIENT };
+	in.client.conn = 100 + (uint64_t)i;
+	in.client.request_id = h->next_req++;
+	in.client.msg = msg;
+	h_step(h, i, &in);
+	return in.client.request_id;
+}
+
+static const struct h_reply *h_reply_for(const struct harness *h, uint64_t req)
+{
+	const struct h_reply *found = NULL;
+	for (size_t i = 0; i < h->nreplies; i++)
+		if (h->replies[i].request_id == req) {
+			assert_null(found); /* exactly one reply per request */
+			found = &h->replies[i];
+		}
+	return found;
+}
+
+static uint64_t h_put(struct harness *h, int i, const char *key, const char *body,
+		      const struct kv_ctx *ctx, uint8_t rid)
+{
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_PUT);
+	m.put.key = kv_slice_str(key);
+	m.put.body = kv_slice_str(body);
+	m.put.request_id[0] = rid;
+	if (ctx != NULL)
+		assert_int_equal(kv_ctx_copy(&m.put.context, ctx), 0);
+	uint64_t req = h_client(h, i, &m);
+	kv_msg_release(&m);
+	return req;
+}
+
+static uint64_t h_get(struct harness *h, int i, const char *key)
+{
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_GET);
+	m.get.key = kv_slice_str(key);
+	uint64_t req = h_client(h, i, &m);
+	kv_msg_release(&m);
+	return req;
+}
+
+/* The preference list of @key as node indices. */
+static int h_preflist(struct harness *h, const char *key, int *idx)
+{
+	uint32_t ids[KV_RING_MAX_REPLICAS];
+	int n = kv_node_preflist(&h->nodes[0], kv_slice_str(key), ids, KV_RING_MAX_REPLICAS);
+	for (int i = 0; i < n; i++)
+		idx[i] = h_index(ids[i]);
+	return n;
+}
+
+/* Decodes node @i's stored set for @key into @out (empty when absent). */
+static bool h_stored(struct harness *h, int i, const char *key, struct kv_dvv *out)
+{
+	struct kv_buf skey = KV_BUF_INIT;
+	assert_int_equal(kv_skey_encode(&skey, kv_slice_str(key)), 0);
+	struct h_kv *kv = h_find(&h->store[i], kv_buf_slice(&skey));
+	kv_buf_release(&skey);
+	if (kv == NULL)
+		return false;
+	assert_int_equal(kv_dvv_decode(kv_buf_slice(&kv->value), out), 0);
+	return true;
+}
+
+static bool set_has_body(const struct kv_dvv *s, const char *body)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (kv_slice_eq(s->v[i].body, kv_slice_str(body)))
+			return true;
+	return false;
+}
+
+/* ---- Tests ------------------------------------------------------------- */
+
+static void test_node__put_then_get_round_trips(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	uint64_t put = h_put(&h, 0, "/docs/a.txt", "hello", NULL, 1);
+	h_run(&h);
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->msg.type, KV_MSG_PUT_REPLY);
+	assert_true(kv_ctx_covers(&pr->msg.put_reply.context, pr->msg.put_reply.dot));
+	/* Every replica holds the version once the REPLICA_WRITEs land. */
+	for (int i = 0; i < 3; i++) {
+		struct kv_dvv s = KV_DVV_INIT;
+		assert_true(h_stored(&h, i, "/docs/a.txt", &s));
+		assert_int_equal(s.n, 1);
+		assert_true(set_has_body(&s, "hello"));
+		kv_dvv_release(&s);
+	}
+	uint64_t get = h_get(&h, 2, "/docs/a.txt");
+	h_run(&h);
+	const struct h_reply *gr = h_reply_for(&h, get);
+	assert_non_null(gr);
+	assert_int_equal(gr->msg.type, KV_MSG_GET_REPLY);
+	assert_int_equal(gr->msg.set_reply.set.n, 1);
+	assert_true(set_has_body(&gr->msg.set_reply.set, "hello"));
+	assert_true(kv_dot_eq(gr->msg.set_reply.set.v[0].dot, pr->msg.put_reply.dot));
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(kv_node_ops_in_flight(&h.nodes[i]), 0);
+	assert_int_equal(h.ntimers, 0);
+	h_release(&h);
+}
+
+static void test_node__put_via_non_replica_is_forwarded(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 2, 1, 2); /* N = 2 of 3 nodes: one node is no replica */
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/x/y", pref), 2);
+	int outsider = 3 - pref[0] - pref[1];
+	uint64_t put = h_put(&h, outsider, "/x/y", "v", NULL, 7);
+	h_run(&h);
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->node, outsider);
+	assert_int_equal(pr->msg.type, KV_MSG_PUT_REPLY);
+	/* The coordinating replica (first of the list) minted the dot. */
+	assert_int_equal(pr->msg.put_reply.dot.actor.node, (uint32_t)(pref[0] + 1));
+	/* The outsider stored nothing; both replicas did. */
+	assert_int_equal(h.store[outsider].writes, 0);
+	assert_int_equal(h.store[pref[0]].writes, 1);
+	assert_int_equal(h.store[pref[1]].writes, 1);
+	h_release(&h);
+}
+
+static void test_node__forward_timeout_tries_next_replica(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/f/k", pref), 3);
+	h.down[pref[0]] = true;
+	uint64_t put = h_put(&h, pref[2], "/f/k", "v", NULL, 9);
+	h_run(&h);
+	assert_null(h_reply_for(&h, put)); /* waiting on the silent coordinator */
+	h_advance(&h, h.now + 150 * MS);
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->msg.type, KV_MSG_PUT_REPLY);
+	/* The second replica coordinated: it minted the dot. */
+	assert_int_equal(pr->msg.put_reply.dot.actor.node, (uint32_t)(pref[1] + 1));
+	assert_int_equal(h.store[pref[0]].writes, 0);
+	h_release(&h);
+}
+
+static void test_node__same_context_puts_make_siblings_and_both_resolve(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	uint64_t p0 = h_put(&h, 0, "/s/f", "base", NULL, 1);
+	h_run(&h);
+	assert_non_null(h_reply_for(&h, p0));
+	uint64_t g0 = h_get(&h, 1, "/s/f");
+	h_run(&h);
+	const struct h_reply *read = h_reply_for(&h, g0);
+	assert_non_null(read);
+	struct kv_ctx seen = KV_CTX_INIT;
+	assert_int_equal(kv_ctx_copy(&seen, &read->msg.set_reply.set.ctx), 0);
+
+	/* Two writers, each with what the read saw: two siblings, base gone. */
+	uint64_t pa = h_put(&h, 1, "/s/f", "alice", &seen, 2);
+	h_run(&h);
+	uint64_t pb = h_put(&h, 2, "/s/f", "bob", &seen, 3);
+	h_run(&h);
+	const struct h_reply *ra = h_reply_for(&h, pa), *rb = h_reply_for(&h, pb);
+	assert_int_equal(ra->msg.type, KV_MSG_PUT_REPLY);
+	assert_int_equal(rb->msg.type, KV_MSG_PUT_REPLY);
+	uint64_t g1 = h_get(&h, 0, "/s/f");
+	h_run(&h);
+	const struct kv_dvv *both = &h_reply_for(&h, g1)->msg.set_reply.set;
+	assert_int_equal(both->n, 2);
+	assert_true(set_has_body(both, "alice"));
+	assert_true(set_has_body(both, "bob"));
+	assert_false(set_has_body(both, "base"));
+
+	/* A put with the context of both resolves them. */
+	struct kv_ctx ctx2 = KV_CTX_INIT;
+	assert_int_equal(kv_ctx_copy(&ctx2, &both->ctx), 0);
+	uint64_t pc = h_put(&h, 0, "/s/f", "merged", &ctx2, 4);
+	h_run(&h);
+	assert_int_equal(h_reply_for(&h, pc)->msg.type, KV_MSG_PUT_REPLY);
+	uint64_t g2 = h_get(&h, 2, "/s/f");
+	h_run(&h);
+	const struct kv_dvv *one = &h_reply_for(&h, g2)->msg.set_reply.set;
+	assert_int_equal(one->n, 1);
+	assert_true(set_has_body(one, "merged"));
+	kv_ctx_release(&seen);
+	kv_ctx_release(&ctx2);
+	h_release(&h);
+}
+
+static void test_node__one_replica_down_still_meets_w2(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/d/k", pref), 3);
+	h.down[pref[2]] = true;
+	uint64_t put = h_put(&h, pref[0], "/d/k", "v", NULL, 1);
+	h_run(&h);
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->msg.type, KV_MSG_PUT_REPLY);
+	assert_int_equal(h.ntimers, 0); /* the quorum timer was cancelled */
+	uint64_t get = h_get(&h, pref[1], "/d/k");
+	h_run(&h);
+	const struct h_reply *gr = h_reply_for(&h, get);
+	assert_int_equal(gr->msg.type, KV_MSG_GET_REPLY);
+	assert_true(set_has_body(&gr->msg.set_reply.set, "v"));
+	h_advance(&h, h.now + 1000 * MS); /* the GET's timer ends it quietly */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(kv_node_ops_in_flight(&h.nodes[i]), 0);
+	h_release(&h);
+}
+
+static void test_node__two_replicas_down_fail_with_quorum_error(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/d/k", pref), 3);
+	h.down[pref[1]] = true;
+	h.down[pref[2]] = true;
+	uint64_t put = h_put(&h, pref[0], "/d/k", "v", NULL, 1);
+	h_run(&h);
+	assert_null(h_reply_for(&h, put)); /* no success before the timeout */
+	h_advance(&h, h.now + 99 * MS);
+	assert_null(h_reply_for(&h, put));
+	h_advance(&h, h.now + 1 * MS);
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->msg.type, KV_MSG_ERROR);
+	assert_int_equal(pr->msg.error.code, KV_EQUORUM);
+	/* It did reach the coordinator's disk: failed, not "nothing written". */
+	assert_int_equal(h.store[pref[0]].writes, 1);
+	assert_int_equal(kv_node_ops_in_flight(&h.nodes[pref[0]]), 0);
+
+	/* A GET at R=2 with one replica answering times out. */
+	uint64_t get = h_get(&h, pref[0], "/d/k");
+	h_run(&h);
+	assert_null(h_reply_for(&h, get));
+	h_advance(&h, h.now + 100 * MS);
+	const struct h_reply *gr = h_reply_for(&h, get);
+	assert_non_null(gr);
+	assert_int_equal(gr->msg.type, KV_MSG_ERROR);
+	assert_int_equal(gr->msg.error.code, KV_ETIMEDOUT);
+	h_release(&h);
+}
+
+static void test_node__read_repair_updates_stale_replica(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 3, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/r/k", pref), 3);
+	int stale = pref[2];
+	h.down[stale] = true;
+	uint64_t put = h_put(&h, pref[0], "/r/k", "new", NULL, 1);
+	h_run(&h);
+	assert_int_equal(h_reply_for(&h, put)->msg.type, KV_MSG_PUT_REPLY);
+	h_advance(&h, h.now + 1000 * MS);
+	struct kv_dvv s = KV_DVV_INIT;
+	assert_false(h_stored(&h, stale, "/r/k", &s));
+
+	h.down[stale] = false; /* back, but behind */
+	uint64_t get = h_get(&h, stale, "/r/k");
+	h_run(&h);
+	const struct h_reply *gr = h_reply_for(&h, get);
+	assert_int_equal(gr->msg.type, KV_MSG_GET_REPLY);
+	assert_true(set_has_body(&gr->msg.set_reply.set, "new"));
+	/* The reader was the stale replica: it repaired itself. */
+	assert_true(h_stored(&h, stale, "/r/k", &s));
+	assert_true(set_has_body(&s, "new"));
+	struct kv_dvv up = KV_DVV_INIT;
+	assert_true(h_stored(&h, pref[0], "/r/k", &up));
+	assert_true(kv_dvv_equal(&s, &up));
+	/* The up-to-date replicas were not rewritten. */
+	assert_int_equal(h.store[pref[0]].writes, 1);
+	assert_int_equal(h.store[pref[1]].writes, 1);
+	kv_dvv_release(&s);
+	kv_dvv_release(&up);
+	h_release(&h);
+}
+
+static void test_node__read_repair_reaches_remote_replica(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 3, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/r/k", pref), 3);
+	h.down[pref[2]] = true;
+	h_put(&h, pref[0], "/r/k", "new", NULL, 1);
+	h_run(&h);
+	h_advance(&h, h.now + 1000 * MS);
+	h.down[pref[2]] = false;
+	h_get(&h, pref[0], "/r/k");
+	h_run(&h);
+	struct kv_dvv s = KV_DVV_INIT;
+	assert_true(h_stored(&h, pref[2], "/r/k", &s));
+	assert_true(set_has_body(&s, "new"));
+	kv_dvv_release(&s);
+	h_release(&h);
+}
+
+static void test_node__key_queue_keeps_both_puts(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/q/k", pref), 3);
+	int coord = pref[0];
+	h.hold_storage = true;
+	uint64_t p1 = h_put(&h, coord, "/q/k", "one", NULL, 1);
+	assert_int_equal(h.nheld, 1); /* the first put's read */
+	uint64_t p2 = h_put(&h, coord, "/q/k", "two", NULL, 2);
+	assert_int_equal(h.nheld, 1); /* the second waits in the key's queue */
+	h.hold_storage = false;
+	/* Complete the first read: the first put writes; the second still waits. */
+	struct h_ev ev = h.held[--h.nheld];
+	h.hold_storage = true;
+	h_deliver(&h, &ev);
+	assert_int_equal(h.nheld, 1);
+	assert_int_equal(h.held[0].kind, EV_WRITE);
+	/* Its write completes: now (and only now) the second put reads. */
+	ev = h.held[--h.nheld];
+	h_deliver(&h, &ev);
+	assert_int_equal(h.nheld, 1);
+	assert_int_equal(h.held[0].kind, EV_READ);
+	h.hold_storage = false;
+	ev = h.held[--h.nheld];
+	h_deliver(&h, &ev);
+	h_run(&h);
+	assert_int_equal(h_reply_for(&h, p1)->msg.type, KV_MSG_PUT_REPLY);
+	assert_int_equal(h_reply_for(&h, p2)->msg.type, KV_MSG_PUT_REPLY);
+	for (int i = 0; i < 3; i++) {
+		struct kv_dvv s = KV_DVV_INIT;
+		assert_true(h_stored(&h, i, "/q/k", &s));
+		assert_int_equal(s.n, 2); /* blind puts: neither lost */
+		assert_true(set_has_body(&s, "one"));
+		assert_true(set_has_body(&s, "two"));
+		kv_dvv_release(&s);
+	}
+	h_release(&h);
+}
+
+static void test_node__delete_hides_value_behind_tombstone(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	h_put(&h, 1, "/t/k", "doomed", NULL, 1);
+	h_run(&h);
+	uint64_t g = h_get(&h, 0, "/t/k");
+	h_run(&h);
+	struct kv_msg del;
+	kv_msg_init(&del, KV_MSG_DELETE);
+	del.put.key = kv_slice_str("/t/k");
+	del.put.request_id[0] = 2;
+	assert_int_equal(kv_ctx_copy(&del.put.context, &h_reply_for(&h, g)->msg.set_reply.set.ctx), 0);
+	uint64_t d = h_client(&h, 2, &del);
+	kv_msg_release(&del);
+	h_run(&h);
+	assert_int_equal(h_reply_for(&h, d)->msg.type, KV_MSG_DELETE_REPLY);
+	uint64_t g2 = h_get(&h, 0, "/t/k");
+	h_run(&h);
+	const struct kv_dvv *after = &h_reply_for(&h, g2)->msg.set_reply.set;
+	assert_int_equal(after->n, 0); /* hidden from the client... */
+	assert_false(kv_ctx_is_empty(&after->ctx));
+	struct kv_dvv s = KV_DVV_INIT;
+	assert_true(h_stored(&h, 0, "/t/k", &s));
+	assert_int_equal(s.n, 1); /* ...but stored as a tombstone */
+	assert_true(s.v[0].tombstone);
+	kv_dvv_release(&s);
+	h_release(&h);
+}
+
+static void test_node__retried_put_returns_first_dot(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	uint64_t p1 = h_put(&h, 0, "/i/k", "v", NULL, 5);
+	h_run(&h);
+	uint64_t p2 = h_put(&h, 1, "/i/k", "v", NULL, 5);
+	h_run(&h);
+	const struct h_reply *r1 = h_reply_for(&h, p1), *r2 = h_reply_for(&h, p2);
+	assert_int_equal(r2->msg.type, KV_MSG_PUT_REPLY);
+	assert_true(kv_dot_eq(r1->msg.put_reply.dot, r2->msg.put_reply.dot));
+	assert_int_equal(r2->msg.put_reply.flags & KV_MSG_PUT_REPLY_F_RETRY, KV_MSG_PUT_REPLY_F_RETRY);
+	h_release(&h);
+}
+
+static void test_node__replica_joins_rather_than_overwrites(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/j/k", pref), 3);
+	/* A: coordinated by the second replica while the first is down. */
+	h.down[pref[0]] = true;
+	uint64_t pa = h_put(&h, pref[1], "/j/k", "A", NULL, 1);
+	h_run(&h);
+	h_advance(&h, h.now + 1000 * MS);
+	assert_int_equal(h_reply_for(&h, pa)->msg.type, KV_MSG_PUT_REPLY);
+	/* B: the first replica is back, has not seen A, and coordinates a blind put. */
+	h.down[pref[0]] = false;
+	uint64_t pb = h_put(&h, pref[0], "/j/k", "B", NULL, 2);
+	h_run(&h);
+	assert_int_equal(h_reply_for(&h, pb)->msg.type, KV_MSG_PUT_REPLY);
+	/* The replicas that held A joined {B} into it: both survive. */
+	for (int k = 1; k < 3; k++) {
+		struct kv_dvv s = KV_DVV_INIT;
+		assert_true(h_stored(&h, pref[k], "/j/k", &s));
+		assert_int_equal(s.n, 2);
+		assert_true(set_has_body(&s, "A"));
+		assert_true(set_has_body(&s, "B"));
+		kv_dvv_release(&s);
+	}
+	h_release(&h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_node__put_then_get_round_trips),
+		cmocka_unit_test(test_node__put_via_non_replica_is_forwarded),
+		cmocka_unit_test(test_node__forward_timeout_tries_next_replica),
+		cmocka_unit_test(test_node__same_context_puts_make_siblings_and_both_resolve),
+		cmocka_unit_test(test_node__one_replica_down_still_meets_w2),
+		cmocka_unit_test(test_node__two_replicas_down_fail_with_quorum_error),
+		cmocka_unit_test(test_node__read_repair_updates_stale_replica),
+		cmocka_unit_test(test_node__read_repair_reaches_remote_replica),
+		cmocka_unit_test(test_node__key_queue_keeps_both_puts),
+		cmocka_unit_test(test_node__replica_joins_rather_than_overwrites),
+		cmocka_unit_test(test_node__delete_hides_value_behind_tombstone),
+		cmocka_unit_test(test_node__retried_put_returns_first_dot),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
