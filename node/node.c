@@ -11,6 +11,7 @@
 
 #include "node/node_int.h"
 #include "ring/keys.h"
+#include "util/coding.h"
 #include "util/error.h"
 
 void kv_node_config_default(struct kv_node_config *cfg)
@@ -56,8 +57,12 @@ void kv_effects_clear(struct kv_effects *e)
 		storage_out_release(&e->reads.v[i]);
 	for (size_t i = 0; i < e->writes.n; i++)
 		storage_out_release(&e->writes.v[i]);
+	for (size_t i = 0; i < e->ranges.n; i++) {
+		kv_buf_release(&e->ranges.v[i].start);
+		kv_buf_release(&e->ranges.v[i].end);
+	}
 	e->sends.n = e->replies.n = e->timers.n = e->cancels.n = 0;
-	e->reads.n = e->writes.n = 0;
+	e->reads.n = e->writes.n = e->ranges.n = 0;
 }
 
 void kv_effects_release(struct kv_effects *e)
@@ -69,6 +74,7 @@ void kv_effects_release(struct kv_effects *e)
 	free(e->cancels.v);
 	free(e->reads.v);
 	free(e->writes.v);
+	free(e->ranges.v);
 	kv_effects_init(e);
 }
 
@@ -90,6 +96,11 @@ static void *array_push(void **v, size_t *n, size_t *cap, size_t size)
 }
 
 #define PUSH(arr) array_push((void **)&(arr).v, &(arr).n, &(arr).cap, sizeof *(arr).v)
+
+struct kv_node_range_out *kv_node__range_push(struct kv_effects *out)
+{
+	return PUSH(out->ranges);
+}
 
 struct kv_node_msg_out *kv_node__send(struct kv_effects *out, uint32_t to, uint64_t req_id,
 				      uint16_t type)
@@ -232,13 +243,89 @@ uint64_t kv_node__id(struct kv_node *node)
 	return node->next_id++;
 }
 
-/* The stub of lease persistence (doc/node.md "Not done yet"): every lease
- * the counter asks for is taken as durable at once. */
-static void counter_persist_stub(struct kv_counter *c)
+/* ---- Counter leases (doc/node.md "Counter leases") ------------------- */
+
+/* Shorter than any ring storage key (>= 10 bytes) and below all of them. */
+static const uint8_t lease_skey[4] = { 0, 0, 0, 0 };
+static const uint8_t lease_magic[4] = { 'K', 'V', 'L', 'S' };
+
+struct kv_slice kv_node_lease_skey(void)
+{
+	return kv_slice_make(lease_skey, sizeof lease_skey);
+}
+
+int kv_node_lease_decode(struct kv_slice value, uint32_t *epoch, uint64_t *lease)
+{
+	if (value.n != KV_NODE_LEASE_RECORD_SIZE || memcmp(value.p, lease_magic, 4) != 0)
+		return KV_ECORRUPT;
+	*epoch = kv_get_le32(value.p + 4);
+	*lease = kv_get_le64(value.p + 8);
+	return 0;
+}
+
+/*
+ * Asks the counter whether a lease must be persisted and, if so, emits the
+ * storage write of the lease record (DESIGN §4 "Actors"; doc/versions.md §4).
+ * At most one is outstanding. Returns 0 or -ENOMEM (then the counter is told
+ * the write failed, and a later step asks again).
+ */
+static int lease_pump(struct kv_node *node, struct kv_effects *out)
 {
 	uint64_t lease;
-	while (kv_counter_lease_request(c, &lease) == 1)
-		kv_counter_lease_durable(c, lease);
+	if (node->lease_op != 0 || kv_counter_lease_request(&node->counter, &lease) != 1)
+		return 0; /* -EOVERFLOW: puts fail with it (node_put.c) */
+	struct kv_node_storage_out *s = PUSH(out->writes);
+	if (s == NULL)
+		goto fail;
+	if (kv_buf_append(&s->key, lease_skey, sizeof lease_skey) != 0 ||
+	    kv_buf_append(&s->value, lease_magic, sizeof lease_magic) != 0 ||
+	    kv_buf_append_le32(&s->value, node->actor.epoch) != 0 ||
+	    kv_buf_append_le64(&s->value, lease) != 0) {
+		storage_out_release(s);
+		out->writes.n--;
+		goto fail;
+	}
+	node->lease_op = kv_node__id(node);
+	node->lease_pending = lease;
+	s->op = node->lease_op;
+	return 0;
+fail:
+	kv_counter_lease_failed(&node->counter, lease);
+	return -ENOMEM;
+}
+
+/*
+ * The lease write completed. Durable: counters up to it may be handed out,
+ * and every put waiting for one (ST_LEASE) mints now, each once per
+ * completion. Failed: the counter asks again at the end of this step; the
+ * waiting puts keep waiting (their request timer bounds the wait).
+ */
+static int lease_done(struct kv_node *node, uint64_t now_ns, const struct kv_input *in,
+		      struct kv_effects *out)
+{
+	uint64_t lease = node->lease_pending;
+	node->lease_op = 0;
+	node->lease_pending = 0;
+	if (in->write.status != 0) {
+		kv_counter_lease_failed(&node->counter, lease);
+		return 0;
+	}
+	kv_counter_lease_durable(&node->counter, lease);
+	node->lease_round++;
+	int rc = 0;
+	for (;;) {
+		/* Rescan each time: resuming one put may finish others. */
+		struct kv_node_op *op = node->ops;
+		while (op != NULL && !(op->state == ST_LEASE && op->lease_round != node->lease_round))
+			op = op->next;
+		if (op == NULL)
+			break;
+		op->lease_round = node->lease_round;
+		int rc2 = kv_node__put_on_lease(node, now_ns, op, out);
+		if (rc == 0)
+			rc = rc2;
+	}
+	return rc;
 }
 
 int kv_node_init(struct kv_node *node, const struct kv_node_config *cfg)
@@ -295,8 +382,9 @@ int kv_node_init(struct kv_node *node, const struct kv_node_config *cfg)
 	node->limits = cfg->limits;
 	node->rng = cfg->rng;
 	node->next_id = 1;
+	/* Counters up to the persisted lease may have been used: none of them
+	 * is handed out again (the first put waits for a new lease). */
 	kv_counter_init(&node->counter, cfg->counter_lease, cfg->counter_block);
-	counter_persist_stub(&node->counter);
 	rc = 0;
 out:
 	free(members);
@@ -317,6 +405,7 @@ static void op_free(struct kv_node_op *op)
 	kv_buf_release(&op->put.meta);
 	kv_buf_release(&op->put.body);
 	kv_dvv_release(&op->set);
+	kv_node__list_free(op->list);
 	free(op);
 }
 
@@ -517,6 +606,8 @@ static int client_input(struct kv_node *node, uint64_t now_ns, const struct kv_i
 		return kv_node__put_request(node, now_ns, &origin, msg, out);
 	case KV_MSG_GET:
 		return kv_node__get_request(node, now_ns, &origin, msg, out);
+	case KV_MSG_LIST:
+		return kv_node__list_request(node, now_ns, &origin, msg, out);
 	default:
 		kv_node__answer_error(out, &origin, KV_EINVAL, "request not supported by this node");
 		return 0;
@@ -538,10 +629,13 @@ static int peer_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 					     &msg->replica_write.set, out);
 	case KV_MSG_REPLICA_READ:
 		return kv_node__replica_read_request(node, &origin, msg, out);
+	case KV_MSG_REPLICA_LIST:
+		return kv_node__replica_list_request(node, &origin, msg, out);
 	case KV_MSG_FORWARD_PUT_REPLY:
 	case KV_MSG_REPLICA_WRITE_ACK:
 	case KV_MSG_READ_REPAIR_ACK:
 	case KV_MSG_REPLICA_READ_REPLY:
+	case KV_MSG_REPLICA_LIST_REPLY:
 	case KV_MSG_ERROR: {
 		uint32_t slot = 0;
 		struct kv_node_op *op = find_peer_op(node, in->peer.request_id, in->peer.from, &slot);
@@ -550,6 +644,8 @@ static int peer_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 		op->peer_req[slot] = 0;
 		if (op->kind == OP_GET)
 			return kv_node__get_on_reply(node, op, slot, msg, out);
+		if (op->kind == OP_LIST)
+			return kv_node__list_on_reply(node, op, slot, msg, out);
 		return kv_node__put_on_reply(node, now_ns, op, slot, msg, out);
 	}
 	default:
@@ -559,8 +655,8 @@ static int peer_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 	}
 }
 
-int kv_node_step(struct kv_node *node, uint64_t now_ns, const struct kv_input *in,
-		 struct kv_effects *out)
+static int step_input(struct kv_node *node, uint64_t now_ns, const struct kv_input *in,
+		      struct kv_effects *out)
 {
 	struct kv_node_op *op;
 	switch (in->type) {
@@ -575,6 +671,8 @@ int kv_node_step(struct kv_node *node, uint64_t now_ns, const struct kv_input *i
 		op->timer = 0; /* fired: nothing to cancel any more */
 		if (op->kind == OP_GET)
 			return kv_node__get_on_timer(node, op, out);
+		if (op->kind == OP_LIST)
+			return kv_node__list_on_timer(node, op, out);
 		return kv_node__put_on_timer(node, now_ns, op, out);
 	case KV_INPUT_READ_DONE:
 		op = find_storage_op(node, in->read.op);
@@ -592,6 +690,8 @@ int kv_node_step(struct kv_node *node, uint64_t now_ns, const struct kv_input *i
 			return kv_node__put_on_read(node, now_ns, op, in, out);
 		}
 	case KV_INPUT_WRITE_DONE:
+		if (node->lease_op != 0 && in->write.op == node->lease_op)
+			return lease_done(node, now_ns, in, out);
 		op = find_storage_op(node, in->write.op);
 		if (op == NULL || op->state != ST_WRITE)
 			return 0;
@@ -599,6 +699,23 @@ int kv_node_step(struct kv_node *node, uint64_t now_ns, const struct kv_input *i
 		if (op->kind == OP_JOIN)
 			return kv_node__join_on_write(node, op, in, out);
 		return kv_node__put_on_write(node, now_ns, op, in, out);
+	case KV_INPUT_RANGE_DONE:
+		op = find_storage_op(node, in->range.op);
+		if (op == NULL || op->state != ST_READ ||
+		    (op->kind != OP_LIST && op->kind != OP_REPLICA_LIST))
+			return 0;
+		op->storage_op = 0;
+		return kv_node__list_on_range(node, op, in, out);
 	}
 	return KV_EINVAL;
+}
+
+int kv_node_step(struct kv_node *node, uint64_t now_ns, const struct kv_input *in,
+		 struct kv_effects *out)
+{
+	int rc = step_input(node, now_ns, in, out);
+	/* After any input: persist the next lease early, so a busy node rarely
+	 * waits (doc/versions.md §4). */
+	int rc2 = lease_pump(node, out);
+	return rc != 0 ? rc : rc2;
 }

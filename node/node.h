@@ -45,7 +45,10 @@ struct kv_node_config {
 	uint64_t forward_timeout_ns; /* FORWARD_PUT unanswered -> next replica */
 	uint64_t request_timeout_ns; /* W acks / R replies not in -> error */
 	struct kv_dvv_limits limits; /* value, metadata and sibling limits of a put */
-	uint64_t counter_lease;      /* the dot counter's last persisted lease */
+	uint64_t counter_lease;      /* the dot counter's last persisted lease for
+				      * this epoch: kv_node_lease_decode() of the
+				      * record under kv_node_lease_skey(), or 0 for
+				      * a new epoch (doc/node.md "Counter leases") */
 	uint64_t counter_block;      /* lease size; 0 = KV_COUNTER_BLOCK_DEFAULT */
 	struct kv_rng rng;           /* seeded; the only randomness of the core */
 };
@@ -55,11 +58,18 @@ void kv_node_config_default(struct kv_node_config *cfg);
 /* ---- Inputs ---------------------------------------------------------- */
 
 enum kv_input_type {
-	KV_INPUT_CLIENT = 1, /* a client request (GET, PUT, DELETE) */
+	KV_INPUT_CLIENT = 1, /* a client request (GET, PUT, DELETE, LIST) */
 	KV_INPUT_PEER,       /* a peer message: request, reply or ERROR */
 	KV_INPUT_TIMER,      /* a timer set by a KV_EFFECT timer fired */
 	KV_INPUT_READ_DONE,  /* a storage read effect completed */
 	KV_INPUT_WRITE_DONE, /* a storage write effect completed (durably) */
+	KV_INPUT_RANGE_DONE, /* a storage range read effect completed */
+};
+
+/* One entry of a range read: a storage key and its stored bytes. */
+struct kv_node_range_entry {
+	struct kv_slice key;   /* the storage key */
+	struct kv_slice value; /* the stored sibling-set encoding */
 };
 
 /*
@@ -92,6 +102,14 @@ struct kv_input {
 			uint64_t op;
 			int status; /* 0 = durable, else an error */
 		} write;
+		struct {
+			uint64_t op;
+			int status; /* 0, or an error (then no entries) */
+			/* ascending by storage key; fewer than the effect's max
+			 * means the range holds no more */
+			const struct kv_node_range_entry *entries;
+			size_t n;
+		} range;
 	};
 };
 
@@ -118,13 +136,25 @@ struct kv_node_timer_out {
 /*
  * A storage operation, completed later by a KV_INPUT_READ_DONE or
  * KV_INPUT_WRITE_DONE input with the same @op. @key is the storage key
- * (kv_skey_encode()); @value, for writes, the canonical sibling-set encoding.
+ * (kv_skey_encode()); @value, for writes, the canonical sibling-set encoding
+ * — or, under the reserved kv_node_lease_skey(), the lease record.
  * A write completes only once durable under the sync policy (DESIGN §3).
  */
 struct kv_node_storage_out {
 	uint64_t op;
 	struct kv_buf key;
 	struct kv_buf value; /* writes only */
+};
+
+/*
+ * A storage range read: up to @max entries whose storage keys lie in
+ * [@start, @end), in ascending order, completed by a KV_INPUT_RANGE_DONE
+ * input with the same @op. Used by LIST (doc/node.md "List").
+ */
+struct kv_node_range_out {
+	uint64_t op;
+	struct kv_buf start, end;
+	uint32_t max;
 };
 
 #define KV_NODE_EFFECT_ARRAY(T) \
@@ -145,6 +175,7 @@ struct kv_effects {
 	KV_NODE_EFFECT_ARRAY(uint64_t) cancels;               /* timer ids */
 	KV_NODE_EFFECT_ARRAY(struct kv_node_storage_out) reads;
 	KV_NODE_EFFECT_ARRAY(struct kv_node_storage_out) writes;
+	KV_NODE_EFFECT_ARRAY(struct kv_node_range_out) ranges; /* range reads */
 };
 
 void kv_effects_init(struct kv_effects *e);
@@ -174,6 +205,9 @@ struct kv_node {
 	uint64_t next_id;          /* op, timer and peer request ids */
 	struct kv_node_key *keys;  /* keys with queued operations */
 	struct kv_node_op *ops;    /* every operation in flight */
+	uint64_t lease_op;         /* storage op id of the lease write, 0 = none */
+	uint64_t lease_pending;    /* the lease that write persists */
+	uint64_t lease_round;      /* bumped per lease completion: resumes puts once */
 };
 
 /*
@@ -203,6 +237,29 @@ int kv_node_step(struct kv_node *node, uint64_t now_ns, const struct kv_input *i
  * few nodes.
  */
 int kv_node_preflist(const struct kv_node *node, struct kv_slice key, uint32_t *ids, size_t cap);
+
+/*
+ * The counter lease record (doc/node.md "Counter leases"). The node persists
+ * its dot counter's lease (DESIGN §4 "Actors") as an ordinary storage write
+ * effect under a reserved, node-local storage key: kv_node_lease_skey(),
+ * which is no storage key of the ring's key space (every one of those is at
+ * least 10 bytes long, and it sorts before all of them, so no token span or
+ * directory range holds it). A driver carries it out like any other write.
+ * The value is KV_NODE_LEASE_RECORD_SIZE bytes: magic "KVLS", le32 epoch,
+ * le64 lease. At start the driver reads that key and, when its epoch is the
+ * node's, passes the lease as kv_node_config.counter_lease.
+ */
+#define KV_NODE_LEASE_RECORD_SIZE 16
+
+/* The reserved storage key of the lease record; static bytes, never freed. */
+struct kv_slice kv_node_lease_skey(void);
+
+/*
+ * Decodes a lease record into *epoch and *lease. Returns 0, or KV_ECORRUPT
+ * (wrong size or magic; then both are untouched: the node cannot tell which
+ * counters were used, and must take a new epoch).
+ */
+int kv_node_lease_decode(struct kv_slice value, uint32_t *epoch, uint64_t *lease);
 
 /* Operations in flight (for tests and metrics). */
 size_t kv_node_ops_in_flight(const struct kv_node *node);

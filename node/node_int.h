@@ -28,6 +28,8 @@ enum kv_node_op_kind {
 	OP_JOIN,       /* REPLICA_WRITE / READ_REPAIR: read, join, write, ack */
 	OP_GET,        /* a GET: R replica reads, join, reply, repair */
 	OP_REPLICA_READ, /* a peer's REPLICA_READ: read, reply */
+	OP_LIST,       /* a LIST: R replica pages, merge by name, reply */
+	OP_REPLICA_LIST, /* a peer's REPLICA_LIST: range read, reply */
 };
 
 enum kv_node_op_state {
@@ -35,6 +37,7 @@ enum kv_node_op_state {
 	ST_READ,   /* storage read outstanding */
 	ST_WRITE,  /* storage write outstanding (the key's queue waits) */
 	ST_WAIT,   /* waiting for peers (acks, replies, a forward) */
+	ST_LEASE,  /* OP_COORD_PUT: read done, waiting for a durable counter lease */
 };
 
 /* A put's arguments, owned copies of a PUT / DELETE / FORWARD_PUT. */
@@ -82,6 +85,8 @@ struct kv_node_op {
 	struct kv_dvv set;  /* OP_COORD_PUT result, OP_JOIN incoming, OP_GET merged */
 	struct kv_dot dot;  /* OP_COORD_PUT: the minted (or retried) dot */
 	bool retry;         /* OP_COORD_PUT: kv_dvv_put() found the request id */
+	uint64_t lease_round; /* ST_LEASE: node->lease_round when it last tried */
+	struct kv_node_list *list; /* OP_LIST, OP_REPLICA_LIST (node_list.c) */
 };
 
 /* A key with queued operations; removed when its queue empties. */
@@ -136,6 +141,20 @@ int kv_node__get_on_timer(struct kv_node *node, struct kv_node_op *op, struct kv
 int kv_node__rread_on_read(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
 			   struct kv_effects *out);
 
+/* node_list.c */
+struct kv_node_list;
+void kv_node__list_free(struct kv_node_list *list);
+int kv_node__list_request(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
+			  const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__replica_list_request(struct kv_node *node, const struct kv_node_origin *origin,
+				  const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__list_on_range(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			   struct kv_effects *out);
+int kv_node__list_on_reply(struct kv_node *node, struct kv_node_op *op, uint32_t slot,
+			   const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__list_on_timer(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+struct kv_node_range_out *kv_node__range_push(struct kv_effects *out);
+
 /* node_put.c */
 int kv_node__put_start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
 int kv_node__join_start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
@@ -146,6 +165,8 @@ int kv_node__put_on_write(struct kv_node *node, uint64_t now_ns, struct kv_node_
 int kv_node__put_on_reply(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
 			  uint32_t slot, const struct kv_msg *msg, struct kv_effects *out);
 int kv_node__put_on_timer(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			  struct kv_effects *out);
+int kv_node__put_on_lease(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
 			  struct kv_effects *out);
 int kv_node__join_on_read(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
 			  struct kv_effects *out);

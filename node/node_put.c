@@ -221,14 +221,15 @@ static int check_acks(struct kv_node *node, struct kv_node_op *op, struct kv_eff
 	return rc;
 }
 
-int kv_node__put_on_read(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
-			 const struct kv_input *in, struct kv_effects *out)
+/*
+ * Mints the put into op->set (the stored state, read at the head of the
+ * key's queue) and writes it. Without a durable counter the put waits in
+ * ST_LEASE, still the head of its queue, until the lease write completes
+ * (kv_node__put_on_lease); kv_dvv_put() changed nothing, so no re-read.
+ */
+static int mint(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+		struct kv_effects *out)
 {
-	int rc = kv_node__decode_stored(in, &op->set);
-	if (rc != 0) {
-		fail(node, op, rc, "cannot read the key's stored versions", out);
-		return 0;
-	}
 	struct kv_dvv_write w;
 	memset(&w, 0, sizeof w);
 	w.context = &op->put.context;
@@ -237,11 +238,17 @@ int kv_node__put_on_read(struct kv_node *node, uint64_t now_ns, struct kv_node_o
 	w.tombstone = is_tombstone(op);
 	w.meta = kv_buf_slice(&op->put.meta);
 	w.body = kv_buf_slice(&op->put.body);
-	rc = kv_dvv_put(&op->set, &w, node->actor, &node->counter, &node->limits, &op->dot);
-	/* Lease persistence is stubbed: every lease is durable at once. */
-	uint64_t lease;
-	while (kv_counter_lease_request(&node->counter, &lease) == 1)
-		kv_counter_lease_durable(&node->counter, lease);
+	int rc = kv_dvv_put(&op->set, &w, node->actor, &node->counter, &node->limits, &op->dot);
+	if (rc == -EAGAIN) {
+		if (node->counter.durable >= KV_COUNTER_MAX) {
+			/* No lease can follow: the node must take a new epoch. */
+			fail(node, op, -EOVERFLOW, "the dot counter of this epoch is used up", out);
+			return 0;
+		}
+		op->state = ST_LEASE;
+		op->lease_round = node->lease_round;
+		return 0; /* kv_node_step() emits the lease write */
+	}
 	if (rc < 0) {
 		fail(node, op, rc, kv_strerror(rc), out);
 		return 0;
@@ -258,6 +265,23 @@ int kv_node__put_on_read(struct kv_node *node, uint64_t now_ns, struct kv_node_o
 	if (rc != 0)
 		fail(node, op, rc, "cannot write the key", out);
 	return rc;
+}
+
+int kv_node__put_on_read(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			 const struct kv_input *in, struct kv_effects *out)
+{
+	int rc = kv_node__decode_stored(in, &op->set);
+	if (rc != 0) {
+		fail(node, op, rc, "cannot read the key's stored versions", out);
+		return 0;
+	}
+	return mint(node, now_ns, op, out);
+}
+
+int kv_node__put_on_lease(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			  struct kv_effects *out)
+{
+	return mint(node, now_ns, op, out);
 }
 
 int kv_node__put_on_write(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
@@ -328,7 +352,7 @@ int kv_node__put_on_timer(struct kv_node *node, uint64_t now_ns, struct kv_node_
 		kv_node__answer_error(out, &op->origin, KV_EQUORUM, quorum_text);
 	op->replied = true;
 	/* A read or write in flight finishes first (the key's queue waits on it). */
-	if (op->state == ST_QUEUED || op->state == ST_WAIT)
+	if (op->state == ST_QUEUED || op->state == ST_WAIT || op->state == ST_LEASE)
 		kv_node__op_finish(node, op, out);
 	return 0;
 }
