@@ -899,6 +899,27 @@ static void db_free(struct kv_lsm *db)
 	free(db);
 }
 
+/* Starts the flush, compaction and commit threads: all three or none. */
+static int start_threads(struct kv_lsm *db)
+{
+	static void *(*const mains[3])(void *) = { flush_main, compact_main, kv_db_commit_main };
+	pthread_t *threads[3] = { &db->flush_thread, &db->compact_thread, &db->commit_thread };
+	int started = 0, r = 0;
+	for (; started < 3; started++)
+		if ((r = -pthread_create(threads[started], NULL, mains[started], db)))
+			break;
+	if (!r)
+		return 0;
+	pthread_mutex_lock(&db->mu);
+	db->shutting_down = true;
+	pthread_cond_broadcast(&db->bg_cv);
+	pthread_cond_broadcast(&db->commit_cv);
+	pthread_mutex_unlock(&db->mu);
+	while (started > 0)
+		pthread_join(*threads[--started], NULL);
+	return r;
+}
+
 int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_lsm **out,
 		struct kv_lsm_open_report *report)
 {
@@ -975,28 +996,9 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 		goto fail;
 
 	if (!db->opt.deterministic) {
-		r = -pthread_create(&db->flush_thread, NULL, flush_main, db);
+		r = start_threads(db);
 		if (r)
 			goto fail;
-		r = -pthread_create(&db->compact_thread, NULL, compact_main, db);
-		if (r) {
-			pthread_mutex_lock(&db->mu);
-			db->shutting_down = true;
-			pthread_cond_broadcast(&db->bg_cv);
-			pthread_mutex_unlock(&db->mu);
-			pthread_join(db->flush_thread, NULL);
-			goto fail;
-		}
-		r = -pthread_create(&db->commit_thread, NULL, kv_db_commit_main, db);
-		if (r) {
-			pthread_mutex_lock(&db->mu);
-			db->shutting_down = true;
-			pthread_cond_broadcast(&db->bg_cv);
-			pthread_mutex_unlock(&db->mu);
-			pthread_join(db->flush_thread, NULL);
-			pthread_join(db->compact_thread, NULL);
-			goto fail;
-		}
 		db->threads_started = true;
 	}
 	/* Possibly a newer compaction is due after recovery. */
