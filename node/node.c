@@ -631,6 +631,15 @@ static int peer_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 		return kv_node__replica_read_request(node, &origin, msg, out);
 	case KV_MSG_REPLICA_LIST:
 		return kv_node__replica_list_request(node, &origin, msg, out);
+	case KV_MSG_FORWARD_PUT_ACCEPTED: {
+		/* A note, not an answer: the forward stays outstanding
+		 * (doc/protocol.md §6.1). */
+		uint32_t slot = 0;
+		struct kv_node_op *op = find_peer_op(node, in->peer.request_id, in->peer.from, &slot);
+		if (op == NULL || op->kind != OP_FORWARD)
+			return 0;
+		return kv_node__put_on_reply(node, now_ns, op, slot, msg, out);
+	}
 	case KV_MSG_FORWARD_PUT_REPLY:
 	case KV_MSG_REPLICA_WRITE_ACK:
 	case KV_MSG_READ_REPAIR_ACK:

@@ -208,6 +208,11 @@ struct kv_node {
 	uint64_t lease_op;         /* storage op id of the lease write, 0 = none */
 	uint64_t lease_pending;    /* the lease that write persists */
 	uint64_t lease_round;      /* bumped per lease completion: resumes puts once */
+	int64_t wall_ns;           /* set by the driver before each step: the wall
+				    * clock (CLOCK_REALTIME ns) that stamps new
+				    * versions (DESIGN §4: a timestamp orders
+				    * siblings for display). 0 = stamp with now_ns,
+				    * as the simulator does with its virtual time. */
 };
 
 /*

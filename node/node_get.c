@@ -3,8 +3,12 @@
  * repair"; doc/node.md "Get"): the node that receives a GET reads the key
  * from its N replicas (itself through a storage read), replies once R have
  * answered with the join of their sets — live versions only, the context of
- * all — and repairs every replica whose set differs from the join. A peer's
- * REPLICA_READ is answered with the set as stored, tombstones included.
+ * all; bodies emptied for HEAD; ERROR KV_ESIBLINGS above 64 live versions
+ * (doc/protocol.md §5.2) — and repairs every replica whose set differs from
+ * the join. Replicas that answer ERROR count as failed: when fewer than R
+ * can still answer, the client hears so at once. A peer's REPLICA_READ is
+ * answered with the set as stored, tombstones included. The same operation
+ * without a client (kv_node__repair_key) repairs a key LIST found behind.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -13,6 +17,35 @@
 #include "node/node_int.h"
 #include "ring/keys.h"
 #include "util/error.h"
+
+/*
+ * Arms @op's timer at @at_ns and reads its key from every replica of
+ * op->pref: itself through a storage read, the others by REPLICA_READ.
+ * Returns 0, or -ENOMEM after answering and finishing @op.
+ */
+static int start_reads(struct kv_node *node, struct kv_node_op *op, uint64_t at_ns,
+		       struct kv_effects *out)
+{
+	op->state = ST_WAIT;
+	int rc = kv_node__timer(node, op, at_ns, out);
+	for (uint32_t i = 0; rc == 0 && i < op->npref; i++) {
+		if (op->pref[i] == node->self_id) {
+			rc = kv_node__storage_read(node, op, out);
+			continue;
+		}
+		uint64_t req = kv_node__id(node);
+		struct kv_node_msg_out *m = kv_node__send(out, op->pref[i], req, KV_MSG_REPLICA_READ);
+		if (m == NULL || kv_node__own_key(m, kv_buf_slice(&op->key), &m->msg.get.key) != 0)
+			rc = -ENOMEM;
+		op->peer_req[i] = req;
+	}
+	if (rc != 0) {
+		kv_node__answer_error(out, &op->origin, rc, "out of memory");
+		op->replied = true;
+		kv_node__op_finish(node, op, out);
+	}
+	return rc;
+}
 
 int kv_node__get_request(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
 			 const struct kv_msg *msg, struct kv_effects *out)
@@ -41,25 +74,25 @@ int kv_node__get_request(struct kv_node *node, uint64_t now_ns, const struct kv_
 	memcpy(op->pref, pref, sizeof pref);
 	op->npref = (uint32_t)np;
 	op->needed = needed;
-	op->state = ST_WAIT;
-	int rc = kv_node__timer(node, op, kv_node__deadline(node, now_ns, g->timeout_ms), out);
-	for (uint32_t i = 0; rc == 0 && i < op->npref; i++) {
-		if (op->pref[i] == node->self_id) {
-			rc = kv_node__storage_read(node, op, out);
-			continue;
-		}
-		uint64_t req = kv_node__id(node);
-		struct kv_node_msg_out *m = kv_node__send(out, op->pref[i], req, KV_MSG_REPLICA_READ);
-		if (m == NULL || kv_node__own_key(m, g->key, &m->msg.get.key) != 0)
-			rc = -ENOMEM;
-		op->peer_req[i] = req;
-	}
-	if (rc != 0) {
-		kv_node__answer_error(out, origin, rc, "out of memory");
-		op->replied = true;
-		kv_node__op_finish(node, op, out);
-	}
-	return rc;
+	op->get_flags = g->flags;
+	return start_reads(node, op, kv_node__deadline(node, now_ns, g->timeout_ms), out);
+}
+
+int kv_node__repair_key(struct kv_node *node, struct kv_slice key, uint64_t at_ns,
+			struct kv_effects *out)
+{
+	uint32_t pref[KV_NODE_MAX_PEERS];
+	int np = kv_node_preflist(node, key, pref, KV_NODE_MAX_PEERS);
+	if (np < 2)
+		return 0; /* one replica: nothing to repair */
+	struct kv_node_origin none = { ORIGIN_NONE, 0, 0, 0, KV_MSG_GET };
+	struct kv_node_op *op = kv_node__op_new(node, OP_GET, &none, key);
+	if (op == NULL)
+		return -ENOMEM;
+	memcpy(op->pref, pref, sizeof pref);
+	op->npref = (uint32_t)np;
+	op->needed = 1; /* no client: every reply joins and repairs what is behind */
+	return start_reads(node, op, at_ns, out);
 }
 
 /*
@@ -97,6 +130,58 @@ static int repair(struct kv_node *node, struct kv_node_op *op, uint32_t i, const
 	return 0;
 }
 
+/*
+ * Answers the client from op->set (the join of R or more replies): the live
+ * versions and the context of all, bodies emptied for HEAD; more than
+ * KV_DVV_MAX_SIBLINGS live versions answer ERROR KV_ESIBLINGS instead
+ * (doc/protocol.md §5.2: the client decoder's max_reply_siblings). Nothing
+ * for an operation without a client. Returns 0 or -ENOMEM.
+ */
+static int reply(struct kv_node_op *op, struct kv_effects *out)
+{
+	if (op->origin.kind == ORIGIN_NONE)
+		return 0;
+	struct kv_dvv live = KV_DVV_INIT;
+	int rc = live_view(&live, &op->set);
+	if (rc == 0 && live.n > KV_DVV_MAX_SIBLINGS) {
+		kv_node__answer_error(out, &op->origin, KV_ESIBLINGS,
+				      "more than 64 live versions: resolve some of them first");
+	} else if (rc == 0) {
+		struct kv_node_msg_out *m = kv_node__answer(out, &op->origin, KV_MSG_GET_REPLY);
+		if (m == NULL) {
+			rc = -ENOMEM;
+		} else {
+			/* HEAD: metadata and context only (DESIGN §7, stat and
+			 * O_TRUNC). The versions keep owning their bytes; only
+			 * the view of the body is emptied. */
+			if (op->get_flags & KV_MSG_GET_F_HEAD)
+				for (size_t i = 0; i < live.n; i++)
+					live.v[i].body = kv_slice_make(NULL, 0);
+			kv_dvv_swap(&m->msg.set_reply.set, &live);
+		}
+	}
+	kv_dvv_release(&live);
+	return rc;
+}
+
+/*
+ * Repairs every slot that answered with less than op->set, and records that
+ * it now holds op->set, so one reply is repaired once per growth of the join
+ * (a late reply that adds to the join also repairs the earlier ones).
+ */
+static int repair_behind(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	int rc = 0;
+	for (uint32_t i = 0; rc == 0 && i < op->npref; i++) {
+		if (!op->answered[i] || kv_dvv_equal(&op->replies[i], &op->set))
+			continue;
+		rc = repair(node, op, i, &op->set, out);
+		if (rc == 0)
+			rc = kv_dvv_copy(&op->replies[i], &op->set);
+	}
+	return rc;
+}
+
 /* Slot @slot answered with op->replies[slot]: reply at R, repair what is behind. */
 static int got(struct kv_node *node, struct kv_node_op *op, uint32_t slot, struct kv_effects *out)
 {
@@ -107,11 +192,8 @@ static int got(struct kv_node *node, struct kv_node_op *op, uint32_t slot, struc
 		for (uint32_t i = 0; rc == 0 && i < op->npref; i++)
 			if (op->answered[i])
 				rc = kv_dvv_join(&op->set, &op->replies[i]);
-		struct kv_node_msg_out *m = NULL;
-		if (rc == 0) {
-			m = kv_node__answer(out, &op->origin, KV_MSG_GET_REPLY);
-			rc = m == NULL ? -ENOMEM : live_view(&m->msg.set_reply.set, &op->set);
-		}
+		if (rc == 0)
+			rc = reply(op, out);
 		if (rc != 0) {
 			kv_node__answer_error(out, &op->origin, rc, kv_strerror(rc));
 			op->replied = true;
@@ -119,18 +201,37 @@ static int got(struct kv_node *node, struct kv_node_op *op, uint32_t slot, struc
 			return rc;
 		}
 		op->replied = true;
-		for (uint32_t i = 0; rc == 0 && i < op->npref; i++)
-			if (op->answered[i] && !kv_dvv_equal(&op->replies[i], &op->set))
-				rc = repair(node, op, i, &op->set, out);
+		rc = repair_behind(node, op, out);
 	} else if (op->replied) {
-		/* A late reply: fold it in and repair it if it was behind. */
+		/* A late reply: fold it in and repair whoever is behind now. */
 		rc = kv_dvv_join(&op->set, &op->replies[slot]);
-		if (rc == 0 && !kv_dvv_equal(&op->replies[slot], &op->set))
-			rc = repair(node, op, slot, &op->set, out);
+		if (rc == 0)
+			rc = repair_behind(node, op, out);
 	}
-	if (op->nanswered == op->npref)
+	if (op->nanswered + op->nfailed == op->npref)
 		kv_node__op_finish(node, op, out);
 	return rc;
+}
+
+/*
+ * Slot @slot cannot answer (an ERROR, an unreadable local copy). When fewer
+ * than R replicas are left to answer, the client hears it now rather than
+ * at the timer.
+ */
+static int failed(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	op->nfailed++;
+	if (!op->replied && op->npref - op->nfailed < op->needed) {
+		kv_node__answer_error(out, &op->origin, KV_EQUORUM,
+				      "fewer than R replicas can answer: the others answered "
+				      "with an error");
+		op->replied = true;
+		kv_node__op_finish(node, op, out);
+		return 0;
+	}
+	if (op->nanswered + op->nfailed == op->npref)
+		kv_node__op_finish(node, op, out);
+	return 0;
 }
 
 static uint32_t self_slot(const struct kv_node *node, const struct kv_node_op *op)
@@ -147,15 +248,19 @@ int kv_node__get_on_read(struct kv_node *node, struct kv_node_op *op, const stru
 	op->state = ST_WAIT;
 	uint32_t slot = self_slot(node, op);
 	if (kv_node__decode_stored(in, &op->replies[slot]) != 0)
-		return 0; /* an unreadable local copy does not count toward R */
+		return failed(node, op, out); /* an unreadable local copy */
 	return got(node, op, slot, out);
 }
 
 int kv_node__get_on_reply(struct kv_node *node, struct kv_node_op *op, uint32_t slot,
 			  const struct kv_msg *msg, struct kv_effects *out)
 {
-	if (msg->type != KV_MSG_REPLICA_READ_REPLY || op->answered[slot])
-		return 0; /* an ERROR does not count toward R */
+	if (op->answered[slot])
+		return 0;
+	if (msg->type == KV_MSG_ERROR)
+		return failed(node, op, out);
+	if (msg->type != KV_MSG_REPLICA_READ_REPLY)
+		return 0;
 	if (kv_dvv_copy(&op->replies[slot], &msg->set_reply.set) != 0)
 		return -ENOMEM;
 	return got(node, op, slot, out);
@@ -198,7 +303,9 @@ int kv_node__rread_on_read(struct kv_node *node, struct kv_node_op *op, const st
 {
 	int rc = kv_node__decode_stored(in, &op->set);
 	if (rc != 0) {
+		/* Answered with the error; the step itself succeeded. */
 		kv_node__answer_error(out, &op->origin, rc, "cannot read the key's stored versions");
+		rc = rc == -ENOMEM ? rc : 0;
 	} else {
 		struct kv_node_msg_out *m =
 			kv_node__answer(out, &op->origin, KV_MSG_REPLICA_READ_REPLY);

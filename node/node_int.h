@@ -80,6 +80,10 @@ struct kv_node_op {
 	uint32_t nanswered;
 	uint32_t needed; /* W or R */
 	uint32_t try_idx; /* OP_FORWARD: the slot being tried */
+	bool accepted;    /* OP_FORWARD: that slot sent FORWARD_PUT_ACCEPTED */
+	uint64_t deadline_ns; /* OP_FORWARD: the request's own deadline */
+	uint32_t nfailed;     /* OP_GET, OP_LIST: slots that answered ERROR or failed to read */
+	uint8_t get_flags;    /* OP_GET: the request's KV_MSG_GET_F_* */
 
 	struct kv_node_put_args put;
 	struct kv_dvv set;  /* OP_COORD_PUT result, OP_JOIN incoming, OP_GET merged */
@@ -140,6 +144,10 @@ int kv_node__get_on_reply(struct kv_node *node, struct kv_node_op *op, uint32_t 
 int kv_node__get_on_timer(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
 int kv_node__rread_on_read(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
 			   struct kv_effects *out);
+/* Reads @key from all its replicas and repairs those behind (no client;
+ * timer at @at_ns). For LIST's read repair. Returns 0 or -ENOMEM. */
+int kv_node__repair_key(struct kv_node *node, struct kv_slice key, uint64_t at_ns,
+			struct kv_effects *out);
 
 /* node_list.c */
 struct kv_node_list;

@@ -6,7 +6,11 @@
  *                   itself through a storage range read
  *   at R pages      join per name, hide tombstone-only names, stop at the
  *                   smallest last name among the pages that were full
- *                   -> LIST_REPLY (metadata only) with MORE and a name cursor
+ *                   -> LIST_REPLY (metadata only) with MORE and a name cursor,
+ *                   or ERROR KV_ESIBLINGS when an entry has more than 64 live
+ *                   versions; a name whose pages differ is read repaired
+ *                   (a full read of the key: pages carry no bodies)
+ *   replica ERROR   counts as failed: fewer than R left -> ERROR at once
  *   replica         REPLICA_LIST -> range read -> REPLICA_LIST_REPLY with its
  *                   raw entries, tombstones included (doc/protocol.md §6.4)
  */
@@ -29,6 +33,7 @@ struct list_page {
 struct kv_node_list {
 	struct kv_buf cursor; /* list names strictly after it; empty = from the start */
 	uint32_t max;         /* entries a page */
+	uint64_t deadline_ns; /* OP_LIST: the request's deadline */
 	struct list_page pages[KV_NODE_MAX_PEERS]; /* OP_LIST: per preference slot */
 };
 
@@ -275,7 +280,33 @@ static int cmp_buf(const struct kv_buf *a, const struct kv_buf *b)
  * replica that filled its page may hold names past its last that the others
  * lack, so a later page must start there.
  */
-static int merge_and_answer(struct kv_node_op *op, struct kv_effects *out)
+/* Read repairs one LIST starts at most; the rest wait for the next listing. */
+#define LIST_REPAIR_MAX 32
+
+/*
+ * Read repair of name @name of the directory op->key (DESIGN §5 "Read
+ * repair"): the pages carry no bodies, so the merged entry cannot be
+ * written back as it is; a read of the full key from every replica
+ * (kv_node__repair_key) joins and repairs whoever is behind.
+ */
+static int repair_name(struct kv_node *node, struct kv_node_op *op, const struct kv_buf *name,
+		       struct kv_effects *out)
+{
+	struct kv_buf key = KV_BUF_INIT;
+	int rc = 0;
+	if (op->key.n + 1 + name->n > KV_KEY_MAX)
+		return 0; /* cannot be a stored key */
+	if (kv_buf_append(&key, op->key.p, op->key.n) != 0 || kv_buf_append(&key, "/", 1) != 0 ||
+	    kv_buf_append(&key, name->p, name->n) != 0)
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = kv_node__repair_key(node, kv_buf_slice(&key),
+					 op->list->deadline_ns + node->request_timeout_ns, out);
+	kv_buf_release(&key);
+	return rc;
+}
+
+static int merge_and_answer(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
 {
 	struct kv_node_list *l = op->list;
 	const struct kv_buf *limit = NULL;
@@ -290,7 +321,7 @@ static int merge_and_answer(struct kv_node_op *op, struct kv_effects *out)
 	size_t idx[KV_NODE_MAX_PEERS] = { 0 };
 	const struct kv_buf *last = NULL; /* the last name merged, shown or hidden */
 	bool more = limit != NULL;
-	int rc = 0;
+	int rc = 0, repairs = 0;
 	while (rc == 0) {
 		const struct kv_buf *name = NULL;
 		for (uint32_t i = 0; i < op->npref; i++) {
@@ -306,16 +337,32 @@ static int merge_and_answer(struct kv_node_op *op, struct kv_effects *out)
 			break;
 		}
 		struct kv_dvv joined = KV_DVV_INIT;
+		const struct kv_dvv *mine[KV_NODE_MAX_PEERS] = { NULL }; /* per slot, or absent */
 		for (uint32_t i = 0; rc == 0 && i < op->npref; i++) {
 			struct list_page *pg = &l->pages[i];
 			if (op->answered[i] && idx[i] < pg->n && cmp_buf(&pg->names[idx[i]], name) == 0) {
 				rc = kv_dvv_join(&joined, &pg->sets[idx[i]]);
+				mine[i] = &pg->sets[idx[i]];
 				idx[i]++;
 			}
 		}
 		last = name;
+		/* Read repair: an answered replica without the name, or with a
+		 * set other than the join, is behind. Every page covers the
+		 * names up to the limit (a page that is not full has no more). */
+		bool behind = false;
+		for (uint32_t i = 0; rc == 0 && i < op->npref; i++)
+			if (op->answered[i] && (mine[i] == NULL || !kv_dvv_equal(mine[i], &joined)))
+				behind = true;
+		if (rc == 0 && behind && repairs < LIST_REPAIR_MAX) {
+			repairs++;
+			rc = repair_name(node, op, name, out);
+		}
 		if (rc == 0)
 			rc = live_only(&joined);
+		/* doc/protocol.md §5.7: an entry has at most 64 versions. */
+		if (rc == 0 && joined.n > KV_DVV_MAX_SIBLINGS)
+			rc = KV_ESIBLINGS;
 		/* DESIGN §4 "Deletes": tombstones are hidden after the join. */
 		if (rc == 0 && joined.n > 0)
 			rc = page_push(&res, kv_buf_slice(name), &joined);
@@ -326,7 +373,10 @@ static int merge_and_answer(struct kv_node_op *op, struct kv_effects *out)
 	if (rc == 0)
 		rc = answer_page(out, &op->origin, KV_MSG_LIST_REPLY, &res, more,
 				 more ? kv_buf_slice(last) : kv_slice_make(NULL, 0));
-	if (rc != 0)
+	if (rc == KV_ESIBLINGS)
+		kv_node__answer_error(out, &op->origin, rc,
+				      "an entry has more than 64 live versions: resolve some of them first");
+	else if (rc != 0)
 		kv_node__answer_error(out, &op->origin, rc, kv_strerror(rc));
 	page_release(&res);
 	return rc;
@@ -340,10 +390,27 @@ static int got_page(struct kv_node *node, struct kv_node_op *op, uint32_t slot,
 	op->nanswered++;
 	if (op->nanswered < op->needed)
 		return 0;
-	int rc = merge_and_answer(op, out);
+	int rc = merge_and_answer(node, op, out);
 	op->replied = true;
 	kv_node__op_finish(node, op, out); /* later pages are ignored */
 	return rc == -ENOMEM ? rc : 0;
+}
+
+/*
+ * A replica cannot give its page (an ERROR, a failed local read). When
+ * fewer than R replicas are left to answer, the client hears it now.
+ */
+static int failed_page(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	op->nfailed++;
+	if (op->npref - op->nfailed < op->needed) {
+		kv_node__answer_error(out, &op->origin, KV_EQUORUM,
+				      "fewer than R replicas can answer: the others answered "
+				      "with an error");
+		op->replied = true;
+		kv_node__op_finish(node, op, out);
+	}
+	return 0;
 }
 
 int kv_node__list_request(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
@@ -380,8 +447,10 @@ int kv_node__list_request(struct kv_node *node, uint64_t now_ns, const struct kv
 	op->needed = needed;
 	op->state = ST_WAIT;
 	int rc = list_args(op, l);
-	if (rc == 0)
-		rc = kv_node__timer(node, op, kv_node__deadline(node, now_ns, l->timeout_ms), out);
+	if (rc == 0) {
+		op->list->deadline_ns = kv_node__deadline(node, now_ns, l->timeout_ms);
+		rc = kv_node__timer(node, op, op->list->deadline_ns, out);
+	}
 	for (uint32_t i = 0; rc == 0 && i < op->npref; i++) {
 		if (op->pref[i] == node->self_id) {
 			rc = start_range(node, op, out);
@@ -439,7 +508,9 @@ int kv_node__list_on_range(struct kv_node *node, struct kv_node_op *op, const st
 	int rc = page_from_range(dir, op->list->max, in, pg);
 	if (rc != 0) {
 		page_release(pg); /* an unreadable local page does not count toward R */
-		return rc == -ENOMEM ? rc : 0;
+		if (rc == -ENOMEM)
+			return rc;
+		return failed_page(node, op, out);
 	}
 	return got_page(node, op, slot, out);
 }
@@ -447,8 +518,12 @@ int kv_node__list_on_range(struct kv_node *node, struct kv_node_op *op, const st
 int kv_node__list_on_reply(struct kv_node *node, struct kv_node_op *op, uint32_t slot,
 			   const struct kv_msg *msg, struct kv_effects *out)
 {
-	if (msg->type != KV_MSG_REPLICA_LIST_REPLY || op->answered[slot])
-		return 0; /* an ERROR does not count toward R */
+	if (op->answered[slot])
+		return 0;
+	if (msg->type == KV_MSG_ERROR)
+		return failed_page(node, op, out); /* does not count toward R */
+	if (msg->type != KV_MSG_REPLICA_LIST_REPLY)
+		return 0;
 	const struct kv_msg_list_reply *r = &msg->list_reply;
 	struct list_page *pg = &op->list->pages[slot];
 	for (size_t i = 0; i < r->n; i++) {

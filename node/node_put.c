@@ -66,10 +66,23 @@ static void fail(struct kv_node *node, struct kv_node_op *op, int code, const ch
 	kv_node__op_finish(node, op, out);
 }
 
+/*
+ * Tells the node that forwarded @op to us that the put is taken
+ * (FORWARD_PUT_ACCEPTED, doc/protocol.md §6.1), so it stops its forward
+ * timer. Best effort: without it the forwarder falls back on that timer.
+ */
+static void send_accepted(struct kv_node_op *op, struct kv_effects *out)
+{
+	if (op->origin.kind == ORIGIN_PEER && op->origin.req_type == KV_MSG_FORWARD_PUT)
+		(void)kv_node__send(out, op->origin.from, op->origin.req_id,
+				    KV_MSG_FORWARD_PUT_ACCEPTED);
+}
+
 /* Makes @op the coordinating replica's operation and queues it. */
 static int become_coordinator(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
 			      struct kv_effects *out)
 {
+	send_accepted(op, out);
 	op->kind = OP_COORD_PUT;
 	op->needed = op->put.w ? op->put.w : node->w;
 	memset(op->peer_req, 0, sizeof op->peer_req);
@@ -94,6 +107,7 @@ static int forward_try(struct kv_node *node, uint64_t now_ns, struct kv_node_op 
 		return 0;
 	}
 	uint32_t to = op->pref[op->try_idx];
+	op->accepted = false;
 	if (to == node->self_id)
 		return become_coordinator(node, now_ns, op, out);
 	uint64_t req = kv_node__id(node);
@@ -160,6 +174,7 @@ int kv_node__put_request(struct kv_node *node, uint64_t now_ns, const struct kv_
 	}
 	memcpy(op->pref, pref, sizeof pref);
 	op->npref = (uint32_t)np;
+	op->deadline_ns = kv_node__deadline(node, now_ns, p->timeout_ms);
 	if (copy_put_args(op, msg) != 0) {
 		fail(node, op, -ENOMEM, "out of memory", out);
 		return -ENOMEM;
@@ -234,7 +249,7 @@ static int mint(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
 	memset(&w, 0, sizeof w);
 	w.context = &op->put.context;
 	memcpy(w.request_id, op->put.request_id, KV_REQUEST_ID_LEN);
-	w.timestamp_ns = (int64_t)now_ns;
+	w.timestamp_ns = node->wall_ns != 0 ? node->wall_ns : (int64_t)now_ns;
 	w.tombstone = is_tombstone(op);
 	w.meta = kv_buf_slice(&op->put.meta);
 	w.body = kv_buf_slice(&op->put.body);
@@ -304,6 +319,47 @@ int kv_node__put_on_reply(struct kv_node *node, uint64_t now_ns, struct kv_node_
 {
 	(void)now_ns;
 	if (op->kind == OP_FORWARD) {
+		if (slot != op->try_idx)
+			return 0; /* a replica given up on already */
+		if (msg->type == KV_MSG_FORWARD_PUT_ACCEPTED) {
+			/*
+			 * The coordinating replica is alive and has the put: no
+			 * other replica may coordinate it now. Wait for its verdict
+			 * until the request's own deadline (doc/node.md "Put").
+			 */
+			if (op->accepted)
+				return 0;
+			op->accepted = true;
+			send_accepted(op, out); /* pass the news up a forward chain */
+			kv_node__cancel_timer(op, out);
+			/*
+			 * The coordinator's own timer started when it took the
+			 * put (a full timeout from then, which may be after our
+			 * deadline when earlier replicas were skipped): wait for
+			 * that, plus a forward timeout for its verdict to travel.
+			 */
+			uint64_t at = kv_node__deadline(node, now_ns, op->put.timeout_ms) +
+				      node->forward_timeout_ns;
+			if (at < op->deadline_ns)
+				at = op->deadline_ns;
+			int rc = kv_node__timer(node, op, at, out);
+			if (rc != 0)
+				fail(node, op, rc, "out of memory", out);
+			return rc;
+		}
+		if (msg->type == KV_MSG_ERROR &&
+		    (msg->error.code == KV_ECLOSED || msg->error.code == KV_ETIMEDOUT)) {
+			/*
+			 * The replica is unreachable (the driver's fast fail-over)
+			 * or found no replica further on: like the forward timeout,
+			 * try the next replica at once. A put it had accepted is
+			 * safe to retry: its request id makes it idempotent.
+			 */
+			kv_node__cancel_timer(op, out);
+			op->peer_req[op->try_idx] = 0;
+			op->try_idx++;
+			return forward_try(node, now_ns, op, out);
+		}
 		if (msg->type == KV_MSG_ERROR) {
 			/* The coordinator's verdict (a failed quorum included) stands. */
 			struct kv_node_msg_out *m = kv_node__answer(out, &op->origin, KV_MSG_ERROR);
@@ -341,6 +397,14 @@ int kv_node__put_on_timer(struct kv_node *node, uint64_t now_ns, struct kv_node_
 			  struct kv_effects *out)
 {
 	if (op->kind == OP_FORWARD) {
+		if (op->accepted) {
+			/* The coordinator took it but gave no verdict in time. */
+			fail(node, op, KV_ETIMEDOUT,
+			     "the coordinating replica took the put but did not answer before "
+			     "the deadline; the write may still have reached some replicas",
+			     out);
+			return 0;
+		}
 		/* DESIGN §4 "Membership": skip the silent replica, try the next. */
 		op->peer_req[op->try_idx] = 0;
 		op->try_idx++;

@@ -58,6 +58,10 @@ enum kv_msg_type {
 	KV_MSG_REPLICA_LIST_REPLY = 0x0047,
 	KV_MSG_READ_REPAIR = 0x0048,
 	KV_MSG_READ_REPAIR_ACK = 0x0049,
+	/* The coordinating replica took a FORWARD_PUT (same request id, empty
+	 * body, no reply): the forwarder stops its forward timer and waits for
+	 * the final reply until the request's deadline (§6.1). */
+	KV_MSG_FORWARD_PUT_ACCEPTED = 0x004a,
 };
 
 /* Reserved ranges (inclusive), for the modules of later issues. */

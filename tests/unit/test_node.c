@@ -1221,6 +1221,382 @@ static void test_node__list_tombstone_filled_page_does_not_skip_names(void **sta
 	h_release(&h);
 }
 
+/* ---- GET HEAD, the 64-sibling cap, replica errors, LIST read repair ---- */
+
+/* Stores @set under @key on node @i, as if it had been replicated there. */
+static void h_store_set(struct harness *h, int i, const char *key, const struct kv_dvv *set)
+{
+	struct kv_buf skey = KV_BUF_INIT, value = KV_BUF_INIT;
+	assert_int_equal(kv_skey_encode(&skey, kv_slice_str(key)), 0);
+	assert_int_equal(kv_dvv_encode(set, &value), 0);
+	h_store_put(&h->store[i], kv_buf_slice(&skey), kv_buf_slice(&value));
+	kv_buf_release(&skey);
+	kv_buf_release(&value);
+}
+
+/* Stores bytes no decoder accepts under @key on node @i. */
+static void h_store_garbage(struct harness *h, int i, const char *key)
+{
+	struct kv_buf skey = KV_BUF_INIT;
+	assert_int_equal(kv_skey_encode(&skey, kv_slice_str(key)), 0);
+	h_store_put(&h->store[i], kv_buf_slice(&skey), kv_slice_str("\xff garbage"));
+	kv_buf_release(&skey);
+}
+
+/* A set of @n concurrent versions, each from its own actor (a partition's joins). */
+static void make_siblings(struct kv_dvv *set, size_t n)
+{
+	kv_dvv_init(set);
+	for (size_t i = 0; i < n; i++) {
+		struct kv_counter ctr;
+		uint64_t lease;
+		kv_counter_init(&ctr, 0, 0);
+		assert_int_equal(kv_counter_lease_request(&ctr, &lease), 1);
+		kv_counter_lease_durable(&ctr, lease);
+		char body[16];
+		snprintf(body, sizeof body, "v%zu", i);
+		struct kv_dvv one = KV_DVV_INIT;
+		struct kv_dvv_write w;
+		memset(&w, 0, sizeof w);
+		w.timestamp_ns = (int64_t)i;
+		w.body = kv_slice_str(body);
+		struct kv_actor actor = { (uint32_t)(100 + i), 1 };
+		struct kv_dot dot;
+		assert_int_equal(kv_dvv_put(&one, &w, actor, &ctr, NULL, &dot), 0);
+		assert_int_equal(kv_dvv_join(set, &one), 0);
+		kv_dvv_release(&one);
+	}
+	assert_int_equal(set->n, n);
+}
+
+static uint64_t h_get_flags(struct harness *h, int i, const char *key, uint8_t flags, uint8_t r)
+{
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_GET);
+	m.get.key = kv_slice_str(key);
+	m.get.flags = flags;
+	m.get.r = r;
+	uint64_t req = h_client(h, i, &m);
+	kv_msg_release(&m);
+	return req;
+}
+
+static uint64_t h_list_r(struct harness *h, int i, const char *dir, uint8_t r)
+{
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_LIST);
+	m.list.dir = kv_slice_str(dir);
+	m.list.cursor = kv_slice_str("");
+	m.list.max_entries = 100;
+	m.list.r = r;
+	uint64_t req = h_client(h, i, &m);
+	kv_msg_release(&m);
+	return req;
+}
+
+/* GET with HEAD: every body empty, metadata and context as a full GET's. */
+static void test_node__get_head_returns_metadata_and_context_only(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_PUT);
+	m.put.key = kv_slice_str("/h/file");
+	m.put.meta = kv_slice_str("mode=0644");
+	m.put.body = kv_slice_str("the body");
+	m.put.request_id[0] = 1;
+	uint64_t put = h_client(&h, 0, &m);
+	kv_msg_release(&m);
+	h_run(&h);
+	assert_int_equal(h_reply_for(&h, put)->msg.type, KV_MSG_PUT_REPLY);
+
+	uint64_t full = h_get_flags(&h, 1, "/h/file", 0, 0);
+	uint64_t head = h_get_flags(&h, 1, "/h/file", KV_MSG_GET_F_HEAD, 0);
+	h_run(&h);
+	const struct h_reply *rf = h_reply_for(&h, full), *rh = h_reply_for(&h, head);
+	assert_int_equal(rf->msg.type, KV_MSG_GET_REPLY);
+	assert_int_equal(rh->msg.type, KV_MSG_GET_REPLY);
+	const struct kv_dvv *sf = &rf->msg.set_reply.set, *sh = &rh->msg.set_reply.set;
+	assert_int_equal(sh->n, 1);
+	assert_int_equal(sh->v[0].body.n, 0);
+	assert_true(kv_slice_eq(sh->v[0].meta, kv_slice_str("mode=0644")));
+	assert_true(kv_dot_eq(sh->v[0].dot, sf->v[0].dot));
+	assert_true(kv_slice_eq(sf->v[0].body, kv_slice_str("the body")));
+	/* The context covers what a full read covers: a put with it replaces. */
+	assert_true(kv_ctx_covers(&sh->ctx, sf->v[0].dot));
+	/* HEAD changed nothing stored: the bodies are still there. */
+	for (int i = 0; i < 3; i++) {
+		struct kv_dvv s = KV_DVV_INIT;
+		assert_true(h_stored(&h, i, "/h/file", &s));
+		assert_true(set_has_body(&s, "the body"));
+		kv_dvv_release(&s);
+	}
+	h_release(&h);
+}
+
+/*
+ * doc/protocol.md §5.2, §5.7: a client reply holds at most 64 versions per
+ * key. Joins (say, of two partitions' writes) can exceed that; GET and
+ * LIST then answer ERROR KV_ESIBLINGS. 64 still pass.
+ */
+static void test_node__more_than_64_siblings_answer_esiblings(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	struct kv_dvv many, max;
+	make_siblings(&many, KV_DVV_MAX_SIBLINGS + 1);
+	make_siblings(&max, KV_DVV_MAX_SIBLINGS);
+	for (int i = 0; i < 3; i++) {
+		h_store_set(&h, i, "/c/many", &many);
+		h_store_set(&h, i, "/c2/max", &max);
+	}
+	uint64_t g = h_get(&h, 0, "/c/many");
+	uint64_t g64 = h_get(&h, 0, "/c2/max");
+	uint64_t l = h_list_r(&h, 1, "/c", 0);
+	uint64_t l64 = h_list_r(&h, 1, "/c2", 0);
+	h_run(&h);
+	const struct h_reply *r = h_reply_for(&h, g);
+	assert_int_equal(r->msg.type, KV_MSG_ERROR);
+	assert_int_equal(r->msg.error.code, KV_ESIBLINGS);
+	r = h_reply_for(&h, l);
+	assert_int_equal(r->msg.type, KV_MSG_ERROR);
+	assert_int_equal(r->msg.error.code, KV_ESIBLINGS);
+	r = h_reply_for(&h, g64);
+	assert_int_equal(r->msg.type, KV_MSG_GET_REPLY);
+	assert_int_equal(r->msg.set_reply.set.n, KV_DVV_MAX_SIBLINGS);
+	r = h_reply_for(&h, l64);
+	assert_int_equal(r->msg.type, KV_MSG_LIST_REPLY);
+	assert_int_equal(r->msg.list_reply.n, 1);
+	assert_int_equal(r->msg.list_reply.entries[0].set.n, KV_DVV_MAX_SIBLINGS);
+	kv_dvv_release(&many);
+	kv_dvv_release(&max);
+	h_release(&h);
+}
+
+/*
+ * A replica's ERROR (here: it cannot decode its stored copy) counts as a
+ * failed reply: with two of three failed, R=2 cannot be met and the client
+ * hears KV_EQUORUM at once, not at the timer. One failure still reads.
+ */
+static void test_node__replica_errors_fail_get_and_list_early(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/e/k", pref), 3);
+	uint64_t p = h_put(&h, pref[0], "/e/k", "v", NULL, 1);
+	h_run(&h);
+	assert_int_equal(h_reply_for(&h, p)->msg.type, KV_MSG_PUT_REPLY);
+
+	h_store_garbage(&h, pref[1], "/e/k");
+	uint64_t g1 = h_get(&h, pref[0], "/e/k");
+	h_run(&h); /* no timer fires */
+	const struct h_reply *r = h_reply_for(&h, g1);
+	assert_non_null(r);
+	assert_int_equal(r->msg.type, KV_MSG_GET_REPLY);
+	assert_true(set_has_body(&r->msg.set_reply.set, "v"));
+
+	h_store_garbage(&h, pref[1], "/e/k");
+	h_store_garbage(&h, pref[2], "/e/k");
+	uint64_t g2 = h_get(&h, pref[0], "/e/k");
+	uint64_t l = h_list_r(&h, pref[0], "/e", 0);
+	h_run(&h);
+	r = h_reply_for(&h, g2);
+	assert_non_null(r);
+	assert_int_equal(r->msg.type, KV_MSG_ERROR);
+	assert_int_equal(r->msg.error.code, KV_EQUORUM);
+	r = h_reply_for(&h, l);
+	assert_non_null(r);
+	assert_int_equal(r->msg.type, KV_MSG_ERROR);
+	assert_int_equal(r->msg.error.code, KV_EQUORUM);
+	/* Nothing is left waiting for a timer. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(kv_node_ops_in_flight(&h.nodes[i]), 0);
+	h_release(&h);
+}
+
+/*
+ * LIST read repair: a replica that missed a put and one that missed a
+ * delete are repaired by a listing that saw the difference — with the full
+ * version, body included (pages carry no bodies, so the repair reads the
+ * key in full), and with the tombstone.
+ */
+static void test_node__list_repairs_replicas_whose_page_was_behind(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/r/x", pref), 3);
+	h_put(&h, pref[0], "/r/gone", "old", NULL, 1);
+	h_run(&h);
+	uint64_t g = h_get(&h, pref[0], "/r/gone");
+	h_run(&h);
+	h.down[pref[2]] = true; /* misses a put and a delete */
+	h_put(&h, pref[0], "/r/new", "fresh body", NULL, 2);
+	h_run(&h);
+	h_delete(&h, pref[0], "/r/gone", &h_reply_for(&h, g)->msg.set_reply.set.ctx, 3);
+	h_advance(&h, h.now + 1000 * MS);
+	h.down[pref[2]] = false;
+	struct kv_dvv s = KV_DVV_INIT;
+	assert_false(h_stored(&h, pref[2], "/r/new", &s));
+
+	size_t writes_before = h.store[pref[2]].writes;
+	uint64_t l = h_list_r(&h, pref[1], "/r", 3);
+	h_run(&h);
+	const struct h_reply *r = h_reply_for(&h, l);
+	assert_int_equal(r->msg.type, KV_MSG_LIST_REPLY);
+	assert_int_equal(r->msg.list_reply.n, 1);
+	assert_true(entry_is(&r->msg.list_reply.entries[0], "new"));
+	/* The stale replica now holds the put, body and all, and the tombstone. */
+	assert_int_equal(h.store[pref[2]].writes, writes_before + 2);
+	assert_true(h_stored(&h, pref[2], "/r/new", &s));
+	assert_int_equal(s.n, 1);
+	assert_true(set_has_body(&s, "fresh body"));
+	kv_dvv_release(&s);
+	assert_true(h_stored(&h, pref[2], "/r/gone", &s));
+	assert_int_equal(s.n, 1);
+	assert_true(s.v[0].tombstone);
+	kv_dvv_release(&s);
+	/* Replicas now agree: a second listing repairs nothing. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(kv_node_ops_in_flight(&h.nodes[i]), 0);
+	size_t total = 0;
+	for (int i = 0; i < 3; i++)
+		total += h.store[i].writes;
+	l = h_list_r(&h, pref[1], "/r", 3);
+	h_run(&h);
+	assert_int_equal(h_reply_for(&h, l)->msg.type, KV_MSG_LIST_REPLY);
+	size_t after = 0;
+	for (int i = 0; i < 3; i++)
+		after += h.store[i].writes;
+	assert_int_equal(after, total);
+	h_release(&h);
+}
+
+/* The one node of four that is no replica of @key (N=3). */
+static int h_non_replica(struct harness *h, const char *key, int *pref)
+{
+	assert_int_equal(h_preflist(h, key, pref), 3);
+	for (int i = 0; i < h->nnodes; i++)
+		if (i != pref[0] && i != pref[1] && i != pref[2])
+			return i;
+	fail();
+	return -1;
+}
+
+/*
+ * doc/protocol.md §6.1: once the coordinating replica sends
+ * FORWARD_PUT_ACCEPTED, a quorum slower than the forward timeout is waited
+ * for until the request's deadline; no second replica coordinates the put.
+ */
+static void test_node__accepted_forward_waits_past_the_forward_timeout(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	int fwd = h_non_replica(&h, "/acc/k", pref);
+	h.hold_storage = true; /* the coordinator's read and write wait */
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_PUT);
+	m.put.key = kv_slice_str("/acc/k");
+	m.put.body = kv_slice_str("v");
+	m.put.timeout_ms = 1000; /* the request deadline, well past the 150 ms forward timeout */
+	m.put.request_id[0] = 77;
+	uint64_t put = h_client(&h, fwd, &m);
+	kv_msg_release(&m);
+	h_run(&h);
+	h_advance(&h, h.now + 400 * MS);
+	assert_null(h_reply_for(&h, put)); /* still waiting, not failed over */
+	h_release_held(&h);
+	h_run(&h);
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->msg.type, KV_MSG_PUT_REPLY);
+	assert_int_equal(pr->msg.put_reply.dot.actor.node, (uint32_t)(pref[0] + 1));
+	/* One version everywhere: nobody else minted. */
+	for (int i = 0; i < 3; i++) {
+		struct kv_dvv st = KV_DVV_INIT;
+		assert_true(h_stored(&h, pref[i], "/acc/k", &st));
+		assert_int_equal(st.n, 1);
+		kv_dvv_release(&st);
+	}
+	h_release(&h);
+}
+
+/*
+ * An accepted forward whose coordinator never answers fails once the
+ * coordinator's own deadline (a full timeout from when it took the put) and
+ * one forward timeout for its verdict to travel have passed.
+ */
+static void test_node__accepted_forward_times_out_at_the_request_deadline(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	int fwd = h_non_replica(&h, "/acc/t", pref);
+	h.hold_storage = true;
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_PUT);
+	m.put.key = kv_slice_str("/acc/t");
+	m.put.timeout_ms = 1000;
+	m.put.body = kv_slice_str("v");
+	uint64_t put = h_client(&h, fwd, &m);
+	kv_msg_release(&m);
+	h_run(&h);
+	h.down[pref[0]] = true; /* accepted, then silent */
+	h_advance(&h, h.now + (1000 + 150 - 5) * MS);
+	assert_null(h_reply_for(&h, put));
+	h_advance(&h, h.now + 10 * MS);
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->msg.type, KV_MSG_ERROR);
+	assert_int_equal(pr->msg.error.code, KV_ETIMEDOUT);
+	h_release(&h);
+}
+
+/*
+ * The driver's fast fail-over: an ERROR KV_ECLOSED answering a FORWARD_PUT
+ * makes the forwarder try the next replica at once, without its timer.
+ */
+static void test_node__closed_error_on_forward_tries_next_replica_at_once(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/ff/k", pref), 3);
+	uint64_t put = h_put(&h, pref[2], "/ff/k", "v", NULL, 5);
+	uint64_t fwd_req = 0;
+	for (size_t i = h.qhead; i < h.qn; i++)
+		if (h.q[i].kind == EV_PEER && h.q[i].type == KV_MSG_FORWARD_PUT &&
+		    h.q[i].to == pref[0])
+			fwd_req = h.q[i].id;
+	assert_true(fwd_req != 0);
+	h.down[pref[0]] = true; /* the FORWARD_PUT is lost */
+	struct kv_msg err;
+	kv_msg_init(&err, KV_MSG_ERROR);
+	err.error.code = KV_ECLOSED;
+	err.error.text = kv_slice_str("node unreachable");
+	struct kv_input in = { .type = KV_INPUT_PEER };
+	in.peer.from = (uint32_t)(pref[0] + 1);
+	in.peer.request_id = fwd_req;
+	in.peer.msg = &err;
+	h_step(&h, pref[2], &in);
+	kv_msg_release(&err);
+	h_run(&h); /* no clock advance: no timer fired */
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->msg.type, KV_MSG_PUT_REPLY);
+	assert_int_equal(pr->msg.put_reply.dot.actor.node, (uint32_t)(pref[1] + 1));
+	h_release(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1244,6 +1620,13 @@ int main(void)
 		cmocka_unit_test(test_node__list_paging_across_differing_replicas_skips_nothing),
 		cmocka_unit_test(test_node__list_stale_replica_cannot_bring_back_a_deleted_name),
 		cmocka_unit_test(test_node__list_tombstone_filled_page_does_not_skip_names),
+		cmocka_unit_test(test_node__get_head_returns_metadata_and_context_only),
+		cmocka_unit_test(test_node__more_than_64_siblings_answer_esiblings),
+		cmocka_unit_test(test_node__replica_errors_fail_get_and_list_early),
+		cmocka_unit_test(test_node__list_repairs_replicas_whose_page_was_behind),
+		cmocka_unit_test(test_node__accepted_forward_waits_past_the_forward_timeout),
+		cmocka_unit_test(test_node__accepted_forward_times_out_at_the_request_deadline),
+		cmocka_unit_test(test_node__closed_error_on_forward_tries_next_replica_at_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
