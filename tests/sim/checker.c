@@ -32,6 +32,11 @@ void chk_init(struct checker *c, int nkeys)
 		abort();
 	for (int k = 0; k < nkeys; k++)
 		kv_dvv_init(&c->final[k]);
+	c->bykey = calloc((size_t)nkeys, sizeof *c->bykey);
+	c->nbykey = calloc((size_t)nkeys, sizeof *c->nbykey);
+	c->capbykey = calloc((size_t)nkeys, sizeof *c->capbykey);
+	if (c->bykey == NULL || c->nbykey == NULL || c->capbykey == NULL)
+		abort();
 }
 
 void chk_release(struct checker *c)
@@ -43,6 +48,12 @@ void chk_release(struct checker *c)
 		kv_dvv_release(&c->final[k]);
 	free(c->final);
 	free(c->final_done);
+	for (int k = 0; k < c->nkeys; k++)
+		free(c->bykey[k]);
+	free(c->bykey);
+	free(c->nbykey);
+	free(c->capbykey);
+	free(c->dots);
 	memset(c, 0, sizeof *c);
 }
 
@@ -65,7 +76,55 @@ size_t chk_put_issued(struct checker *c, int key, const char *body, int side,
 		abort();
 	p->state = CHK_PUT_PENDING;
 	p->w = w;
+	if (key < 0 || key >= c->nkeys)
+		abort();
+	if (c->nbykey[key] == c->capbykey[key]) {
+		c->capbykey[key] = c->capbykey[key] ? 2 * c->capbykey[key] : 32;
+		c->bykey[key] = realloc(c->bykey[key], c->capbykey[key] * sizeof *c->bykey[key]);
+		if (c->bykey[key] == NULL)
+			abort();
+	}
+	c->bykey[key][c->nbykey[key]++] = c->nputs;
 	return c->nputs++;
+}
+
+static size_t dot_hash(struct kv_dot d)
+{
+	uint64_t h = ((uint64_t)d.actor.node << 32 | d.actor.epoch) * 0x9e3779b97f4a7c15ull;
+	h ^= d.counter * 0xbf58476d1ce4e5b9ull;
+	return (size_t)(h ^ (h >> 31));
+}
+
+/* Records acked put @put's dot; returns the index of an earlier put with the same dot, or -1. */
+static long dot_record(struct checker *c, size_t put)
+{
+	if (2 * (c->ndots + 1) > c->capdots) {
+		size_t ncap = c->capdots ? 2 * c->capdots : 256;
+		size_t *nd = calloc(ncap, sizeof *nd);
+		if (nd == NULL)
+			abort();
+		for (size_t i = 0; i < c->capdots; i++) {
+			if (c->dots[i] == 0)
+				continue;
+			size_t j = dot_hash(c->puts[c->dots[i] - 1].dot) & (ncap - 1);
+			while (nd[j] != 0)
+				j = (j + 1) & (ncap - 1);
+			nd[j] = c->dots[i];
+		}
+		free(c->dots);
+		c->dots = nd;
+		c->capdots = ncap;
+	}
+	struct kv_dot d = c->puts[put].dot;
+	size_t j = dot_hash(d) & (c->capdots - 1);
+	while (c->dots[j] != 0) {
+		if (kv_dot_eq(c->puts[c->dots[j] - 1].dot, d))
+			return (long)(c->dots[j] - 1);
+		j = (j + 1) & (c->capdots - 1);
+	}
+	c->dots[j] = put + 1;
+	c->ndots++;
+	return -1;
 }
 
 void chk_put_acked(struct checker *c, size_t put, struct kv_dot dot)
@@ -78,11 +137,10 @@ void chk_put_acked(struct checker *c, size_t put, struct kv_dot dot)
 	p->acked_seq = ++c->ack_seq;
 	c->puts_acked++;
 	/* Dot reuse: another acked put of any key with the same dot. */
-	for (size_t i = 0; i < c->nputs; i++)
-		if (i != put && c->puts[i].state == CHK_PUT_ACKED && kv_dot_eq(c->puts[i].dot, dot))
-			fail(c, "dot (%u,%u,%llu) acknowledged for two puts: %s and %s",
-			     dot.actor.node, dot.actor.epoch, (unsigned long long)dot.counter,
-			     c->puts[i].body, p->body);
+	long other = dot_record(c, put);
+	if (other >= 0)
+		fail(c, "dot (%u,%u,%llu) acknowledged for two puts: %s and %s", dot.actor.node,
+		     dot.actor.epoch, (unsigned long long)dot.counter, c->puts[other].body, p->body);
 }
 
 void chk_put_failed(struct checker *c, size_t put)
@@ -110,9 +168,9 @@ uint64_t chk_get_begin(const struct checker *c)
 void chk_get_reply(struct checker *c, int key, uint32_t r, uint64_t snapshot,
 		   const struct kv_ctx *ctx)
 {
-	for (size_t i = 0; i < c->nputs; i++) {
-		const struct chk_put *p = &c->puts[i];
-		if (p->key != key || p->state != CHK_PUT_ACKED || p->acked_seq > snapshot ||
+	for (size_t j = 0; j < c->nbykey[key]; j++) {
+		const struct chk_put *p = &c->puts[c->bykey[key][j]];
+		if (p->state != CHK_PUT_ACKED || p->acked_seq > snapshot ||
 		    p->w + r <= c->n)
 			continue;
 		c->fresh_checked++;
@@ -142,18 +200,22 @@ void chk_replicas(struct checker *c, int key, const struct kv_slice *enc, size_t
 
 const struct chk_put *chk_find_body(const struct checker *c, int key, struct kv_slice body)
 {
-	for (size_t i = 0; i < c->nputs; i++)
-		if (c->puts[i].key == key && kv_slice_eq(kv_slice_str(c->puts[i].body), body))
-			return &c->puts[i];
+	if (key < 0 || key >= c->nkeys)
+		return NULL;
+	for (size_t j = 0; j < c->nbykey[key]; j++) {
+		const struct chk_put *p = &c->puts[c->bykey[key][j]];
+		if (kv_slice_eq(kv_slice_str(p->body), body))
+			return p;
+	}
 	return NULL;
 }
 
 /* True when some put of @key (acked only, or any) carried a context covering @dot. */
 static bool covered_by_put(const struct checker *c, int key, struct kv_dot dot, bool acked_only)
 {
-	for (size_t i = 0; i < c->nputs; i++) {
-		const struct chk_put *q = &c->puts[i];
-		if (q->key != key || (acked_only && q->state != CHK_PUT_ACKED))
+	for (size_t j = 0; j < c->nbykey[key]; j++) {
+		const struct chk_put *q = &c->puts[c->bykey[key][j]];
+		if (acked_only && q->state != CHK_PUT_ACKED)
 			continue;
 		if (kv_ctx_covers(&q->seen, dot))
 			return true;
@@ -189,9 +251,9 @@ bool chk_verify(struct checker *c)
 				c->duplicates++;
 		}
 		/* No acknowledged write lost. */
-		for (size_t i = 0; i < c->nputs; i++) {
-			const struct chk_put *p = &c->puts[i];
-			if (p->key != k || p->state != CHK_PUT_ACKED)
+		for (size_t j = 0; j < c->nbykey[k]; j++) {
+			const struct chk_put *p = &c->puts[c->bykey[k][j]];
+			if (p->state != CHK_PUT_ACKED)
 				continue;
 			c->checked++;
 			const struct kv_version *v = kv_dvv_find(s, p->dot);

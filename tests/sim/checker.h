@@ -46,6 +46,14 @@ struct checker {
 	struct chk_put *puts;
 	size_t nputs, cap;
 	struct kv_dvv *final;   /* per key: the final R = N read */
+	/* per key: the indices of its puts, in issue order (the checks look
+	 * only at one key's history, so a run of thousands of puts stays fast) */
+	size_t **bykey;
+	size_t *nbykey, *capbykey;
+	/* acknowledged dots: an open-addressing table of put index + 1 (0 =
+	 * empty), for the dot-reuse check in O(1) per acknowledgement */
+	size_t *dots;
+	size_t ndots, capdots;
 	bool *final_done;
 	/* counts */
 	size_t gets_ok, gets_failed;

@@ -1,6 +1,9 @@
 /*
  * sim.c - the deterministic simulator: virtual time, seeded network, storage
  * that loses unsynced writes, crashes, restarts and clients (sim.h).
+ * Storage is an in-memory map per node or, with sim_config.storage_lsm, the
+ * real engine (src/lsm/lsm.h, deterministic mode) over the in-memory
+ * fault-injecting VFS (src/lsm/vfs.h).
  */
 #include "sim.h"
 
@@ -8,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lsm/lsm.h"
+#include "lsm/vfs.h"
 #include "node/node.h"
 #include "proto/msg.h"
 #include "ring/keys.h"
@@ -53,9 +58,12 @@ struct store_kv {
 struct sim_node {
 	struct kv_node node;
 	bool up;
-	uint32_t gen; /* bumped by each crash */
-	struct store_kv *kv;
+	uint32_t gen;   /* bumped by each crash */
+	uint32_t epoch; /* the actor's epoch; a new one after possible loss */
+	struct store_kv *kv; /* the map backend */
 	size_t nkv, capkv;
+	struct kv_vfs *vfs; /* the engine backend: the node's disk, and */
+	struct kv_lsm *db;  /* the engine on it while the node is up */
 };
 
 enum { PH_IDLE, PH_GET, PH_PUT };
@@ -91,6 +99,7 @@ struct sim {
 	bool partitioned;
 	int group[SIM_MAX_NODES];
 	struct sim_stats st;
+	struct kv_buf scratch; /* engine reads */
 };
 
 static void ev_release(struct ev *e)
@@ -196,6 +205,71 @@ static void store_put(struct sim_node *n, struct kv_slice key, struct kv_slice v
 		die("out of memory");
 }
 
+/*
+ * The engine backend: each node's own in-memory VFS holds one database
+ * under "/db", opened in deterministic mode (flush and compaction inline,
+ * no threads) with small memtables and tables, so a run of a few hundred
+ * operations flushes and compacts. Sync is "always": a write completes only
+ * once durable, as DESIGN §3 asks.
+ */
+static int engine_open(struct sim *s, struct sim_node *n, struct kv_lsm_open_report *rep)
+{
+	struct kv_lsm_options o;
+	kv_lsm_options_init(&o);
+	o.vfs = n->vfs;
+	o.deterministic = true;
+	o.sync = KV_SYNC_ALWAYS;
+	o.memtable_bytes = 8u << 10;
+	o.block_cache_bytes = 64u << 10;
+	o.table_bytes = 16u << 10;
+	o.level1_bytes = 64u << 10;
+	(void)s;
+	return kv_lsm_open("/db", &o, &n->db, rep);
+}
+
+/*
+ * Reads @key from node @n's storage: 0 with the bytes in *value (borrowed
+ * until the next read), KV_ENOTFOUND, or an engine error.
+ */
+static int store_get(struct sim *s, struct sim_node *n, struct kv_slice key,
+		     struct kv_slice *value)
+{
+	if (!s->cfg.storage_lsm) {
+		struct store_kv *kv = store_find(n, key);
+		if (kv == NULL)
+			return KV_ENOTFOUND;
+		*value = kv_buf_slice(&kv->value);
+		return 0;
+	}
+	if (n->db == NULL)
+		return KV_ENOTFOUND; /* a node that is down: its disk as read by the checker */
+	int rc = kv_lsm_get(n->db, NULL, key, &s->scratch);
+	if (rc == 0)
+		*value = kv_buf_slice(&s->scratch);
+	return rc;
+}
+
+/* Adds the engine's flush and compaction counts to the run's, then closes it. */
+static void engine_close(struct sim *s, struct sim_node *n)
+{
+	struct kv_lsm_stats st;
+	kv_lsm_get_stats(n->db, &st);
+	s->st.flushes += st.flushes;
+	s->st.compactions += st.compactions;
+	(void)kv_lsm_close(n->db); /* after a power cut, errors of stale handles */
+	n->db = NULL;
+}
+
+/* Writes durably; returns 0 or the engine's error. */
+static int store_set(struct sim *s, struct sim_node *n, struct kv_slice key, struct kv_slice value)
+{
+	if (!s->cfg.storage_lsm) {
+		store_put(n, key, value);
+		return 0;
+	}
+	return kv_lsm_put(n->db, key, value);
+}
+
 /* ---- Nodes -------------------------------------------------------------- */
 
 static int node_start(struct sim *s, int i, uint64_t counter_lease)
@@ -203,7 +277,7 @@ static int node_start(struct sim *s, int i, uint64_t counter_lease)
 	struct kv_node_config cfg;
 	kv_node_config_default(&cfg);
 	cfg.self_id = (uint32_t)(i + 1);
-	cfg.epoch = 1;
+	cfg.epoch = s->nodes[i].epoch;
 	cfg.members = s->members;
 	cfg.n_members = (size_t)s->cfg.nnodes;
 	cfg.n = s->cfg.n;
@@ -479,6 +553,11 @@ static void client_reply(struct sim *s, struct ev *e)
 			chk_put_acked(s->chk, cl->put, m.put_reply.dot);
 			s->st.ops_ok++;
 		} else {
+			if (getenv("SIM_DEBUG"))
+				fprintf(stderr, "t=%llu put %s via node %d failed: %s %.*s\n",
+					(unsigned long long)s->now, s->chk->puts[cl->put].body, cl->node + 1,
+					kv_msg_type_name(m.type), m.type == KV_MSG_ERROR ? (int)m.error.text.n : 0,
+					m.type == KV_MSG_ERROR ? (const char *)m.error.text.p : "");
 			chk_put_failed(s->chk, cl->put);
 			s->st.ops_failed++;
 		}
@@ -544,23 +623,25 @@ static void deliver(struct sim *s, struct ev *e)
 	case EV_READ: {
 		if (!node_live(s, e->node, e->gen_to))
 			break;
-		struct store_kv *kv = store_find(&s->nodes[e->node], kv_buf_slice(&e->key));
+		struct kv_slice value = kv_slice_make(NULL, 0);
+		rc = store_get(s, &s->nodes[e->node], kv_buf_slice(&e->key), &value);
 		if (s->cfg.bug_read_empty_p > 0 && kv_rng_double(&s->rng) < s->cfg.bug_read_empty_p)
-			kv = NULL;
+			rc = KV_ENOTFOUND;
 		in.type = KV_INPUT_READ_DONE;
 		in.read.op = e->id;
-		in.read.status = kv != NULL ? 0 : KV_ENOTFOUND;
-		if (kv != NULL)
-			in.read.value = kv_buf_slice(&kv->value);
+		in.read.status = rc;
+		if (rc == 0)
+			in.read.value = value;
 		node_step(s, e->node, &in);
 		break;
 	}
 	case EV_WRITE:
 		if (!node_live(s, e->node, e->gen_to))
 			break;
-		store_put(&s->nodes[e->node], kv_buf_slice(&e->key), kv_buf_slice(&e->body));
 		in.type = KV_INPUT_WRITE_DONE;
 		in.write.op = e->id;
+		in.write.status = store_set(s, &s->nodes[e->node], kv_buf_slice(&e->key),
+					    kv_buf_slice(&e->body));
 		node_step(s, e->node, &in);
 		break;
 	case EV_CREQ:
@@ -658,6 +739,16 @@ struct sim *sim_new(const struct sim_config *cfg, struct checker *chk)
 		s->members[i] = (struct kv_node_member){ (uint32_t)(i + 1), s->names[i], 1.0 };
 	}
 	for (int i = 0; i < cfg->nnodes; i++) {
+		s->nodes[i].epoch = 1;
+		if (cfg->storage_lsm) {
+			struct kv_lsm_open_report rep;
+			s->nodes[i].vfs = kv_vfs_mem_new();
+			if (s->nodes[i].vfs == NULL)
+				die("out of memory");
+			int rc = engine_open(s, &s->nodes[i], &rep);
+			if (rc != 0)
+				die("kv_lsm_open: %s", kv_strerror(rc));
+		}
 		int rc = node_start(s, i, 0);
 		if (rc != 0)
 			die("kv_node_init: %s", kv_strerror(rc));
@@ -685,7 +776,11 @@ void sim_free(struct sim *s)
 			kv_buf_release(&n->kv[k].value);
 		}
 		free(n->kv);
+		if (n->db != NULL)
+			engine_close(s, n);
+		kv_vfs_destroy(n->vfs);
 	}
+	kv_buf_release(&s->scratch);
 	free(s->clients);
 	free(s);
 }
@@ -756,12 +851,29 @@ void sim_crash(struct sim *s, int i)
 	struct sim_node *n = &s->nodes[i];
 	if (!n->up)
 		return;
-	/* Writes in flight: lost, or durable without their completion. */
+	/* Writes in flight: lost, or durable without their completion, or
+	 * (engine) torn: part of the WAL record reached the disk. */
 	for (size_t k = 0; k < s->nheap; k++) {
 		struct ev *e = &s->heap[k];
-		if (e->kind == EV_WRITE && e->node == i && e->gen_to == n->gen &&
-		    kv_rng_below(&s->rng, 2) == 0)
-			store_put(n, kv_buf_slice(&e->key), kv_buf_slice(&e->body));
+		if (e->kind != EV_WRITE || e->node != i || e->gen_to != n->gen)
+			continue;
+		uint64_t fate = kv_rng_below(&s->rng, s->cfg.storage_lsm ? 3 : 2);
+		if (fate == 1)
+			continue; /* lost */
+		if (fate == 2) {
+			/* The power goes out in the middle of this write. */
+			kv_vfs_mem_tear_next_write(n->vfs, (size_t)kv_rng_below(&s->rng, 64));
+			(void)kv_lsm_put(n->db, kv_buf_slice(&e->key), kv_buf_slice(&e->body));
+			break;
+		}
+		if (store_set(s, n, kv_buf_slice(&e->key), kv_buf_slice(&e->body)) != 0)
+			break; /* the engine stopped writing: the rest are lost */
+	}
+	if (s->cfg.storage_lsm) {
+		/* A power cut: unsynced data and directory entries vanish; the
+		 * engine's handles go stale, and closing it only frees memory. */
+		kv_vfs_mem_crash(n->vfs);
+		engine_close(s, n);
 	}
 	kv_node_release(&n->node);
 	n->up = false;
@@ -775,14 +887,28 @@ int sim_restart(struct sim *s, int i)
 	if (n->up)
 		return 0;
 	uint64_t lease = 0;
-	struct store_kv *kv = store_find(n, kv_node_lease_skey());
-	if (kv != NULL) {
+	if (s->cfg.storage_lsm) {
+		struct kv_lsm_open_report rep;
+		int rc = engine_open(s, n, &rep);
+		if (rc != 0)
+			return rc;
+		s->st.recoveries++;
+		s->st.wal_torn_tails += rep.wal_torn_tail;
+		/* DESIGN §4 "Actors": possible loss -> a new epoch. */
+		if (rep.possible_loss)
+			n->epoch++;
+	}
+	struct kv_slice value;
+	int rc = store_get(s, n, kv_node_lease_skey(), &value);
+	if (rc == 0) {
 		uint32_t epoch;
 		uint64_t l;
-		if (kv_node_lease_decode(kv_buf_slice(&kv->value), &epoch, &l) != 0)
+		if (kv_node_lease_decode(value, &epoch, &l) != 0)
 			die("node %d: corrupt lease record", i + 1);
-		if (epoch == 1)
+		if (epoch == n->epoch)
 			lease = l;
+	} else if (rc != KV_ENOTFOUND) {
+		return rc;
 	}
 	return node_start(s, i, lease);
 }
@@ -836,11 +962,20 @@ int sim_finish(struct sim *s)
 		key_name(name, sizeof name, k);
 		if (kv_skey_encode(&skey, kv_slice_str(name)) != 0)
 			die("out of memory");
+		struct kv_buf held[KV_RING_MAX_REPLICAS];
 		for (int r = 0; r < n; r++) {
-			struct store_kv *kv = store_find(&s->nodes[pref[r]], kv_buf_slice(&skey));
-			enc[r] = kv != NULL ? kv_buf_slice(&kv->value) : kv_slice_make(NULL, 0);
+			struct kv_slice v;
+			kv_buf_init(&held[r]);
+			int rc = store_get(s, &s->nodes[pref[r]], kv_buf_slice(&skey), &v);
+			if (rc != 0 && rc != KV_ENOTFOUND)
+				die("node %d: final read: %s", pref[r] + 1, kv_strerror(rc));
+			if (rc == 0)
+				copy_buf(&held[r], v.p, v.n);
+			enc[r] = kv_buf_slice(&held[r]);
 		}
 		chk_replicas(s->chk, k, enc, (size_t)n);
+		for (int r = 0; r < n; r++)
+			kv_buf_release(&held[r]);
 		kv_buf_release(&skey);
 	}
 	return failed;

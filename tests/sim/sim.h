@@ -16,7 +16,12 @@
  *   storage  per node an in-memory map of durable values. A write becomes
  *            durable when its completion fires (after a seeded delay); a
  *            crash loses each write not yet completed, or (coin flip) makes
- *            it durable without ever acknowledging it.
+ *            it durable without ever acknowledging it. With storage_lsm,
+ *            per node the real engine (src/lsm, deterministic mode) on its
+ *            own in-memory fault-injecting VFS: a crash is a power cut of
+ *            that VFS (unsynced bytes and directory entries vanish; a write
+ *            in flight may also be torn) and a restart is the engine's
+ *            recovery; possible loss there starts a new epoch.
  *   crash    drops the node and everything in flight to or from it;
  *            restart re-inits it from durable storage, passing the persisted
  *            dot-counter lease (kv_node_lease_skey()) as counter_lease.
@@ -57,6 +62,10 @@ struct sim_config {
 	 * answers "not found" with this probability, so the replica's
 	 * read-join-write overwrites instead of joining. 0 in every real run. */
 	double bug_read_empty_p;
+	/* Storage backend: false = the in-memory map (for scale); true = the
+	 * real engine (src/lsm, deterministic mode) per node over its own
+	 * in-memory fault-injecting VFS (vfs_mem), for small runs. */
+	bool storage_lsm;
 };
 
 void sim_config_default(struct sim_config *cfg);
@@ -113,6 +122,9 @@ int sim_finish(struct sim *s);
 /* Counters of the run. */
 struct sim_stats {
 	size_t events, msgs_sent, msgs_dropped, ops_ok, ops_failed, crashes;
+	size_t recoveries;     /* engine backend: kv_lsm_open() after a crash */
+	size_t wal_torn_tails; /* ... that found a torn WAL tail */
+	size_t flushes, compactions; /* engine backend, summed over every open */
 };
 void sim_stats(const struct sim *s, struct sim_stats *out);
 
