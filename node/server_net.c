@@ -556,6 +556,19 @@ static void hs_accept(struct srv_conn *c, const struct kv_msg *m)
 		w.welcome.r = (uint8_t)s->r;
 		w.welcome.w = (uint8_t)s->w;
 		c->is_node = c->hello.role == KV_MSG_ROLE_NODE;
+		if (c->is_node) {
+			/*
+			 * The peer has just proved it is alive: end our backoff
+			 * towards it, so a restarted node takes replica writes
+			 * at once instead of after up to BACKOFF_MAX_NS.
+			 */
+			struct srv_peer *back = peer_find(s, c->node_id);
+			if (back != NULL && back->state == PEER_DOWN) {
+				back->state = PEER_IDLE;
+				back->backoff_ns = 0;
+				back->retry_at_ns = 0;
+			}
+		}
 		become_ready(c);
 		(void)kv_srv__conn_send(c, &w, 0);
 		kv_debug("node %s: connection %" PRIu64 " authenticated (%s %" PRIu32 ")",
@@ -909,6 +922,14 @@ int kv_srv__net_start(struct kv_server *s, char *err, size_t errlen)
 		return rc;
 	}
 	s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	/*
+	 * Greet every peer now: a restarted node's incoming connection is
+	 * what ends the peers' backoff towards it (hs_accept), so they send
+	 * it replica writes again without waiting for a retry.
+	 */
+	for (size_t i = 0; i < s->npeers; i++)
+		if (s->peers[i].state == PEER_IDLE)
+			peer_connect(&s->peers[i]);
 	return 0;
 }
 
