@@ -102,6 +102,24 @@ struct kv_node_range_out *kv_node__range_push(struct kv_effects *out)
 	return PUSH(out->ranges);
 }
 
+struct kv_node_storage_out *kv_node__read_push(struct kv_effects *out)
+{
+	return PUSH(out->reads);
+}
+
+struct kv_node_storage_out *kv_node__write_push(struct kv_effects *out)
+{
+	return PUSH(out->writes);
+}
+
+/* Drops the last read (or write) slot, freeing what it holds. */
+void kv_node__storage_pop(struct kv_effects *out, bool write)
+{
+	struct kv_node_storage_out *s = write ? &out->writes.v[--out->writes.n]
+					      : &out->reads.v[--out->reads.n];
+	storage_out_release(s);
+}
+
 struct kv_node_msg_out *kv_node__send(struct kv_effects *out, uint32_t to, uint64_t req_id,
 				      uint16_t type)
 {
@@ -406,6 +424,7 @@ static void op_free(struct kv_node_op *op)
 	kv_buf_release(&op->put.body);
 	kv_dvv_release(&op->set);
 	kv_node__list_free(op->list);
+	kv_node__chunk_free(op->chunk);
 	free(op);
 }
 
@@ -559,6 +578,8 @@ int kv_node__start(struct kv_node *node, struct kv_node_op *op, struct kv_effect
 		return kv_node__put_start(node, op, out);
 	case OP_JOIN:
 		return kv_node__join_start(node, op, out);
+	case OP_CHUNK_REC:
+		return kv_node__chunk_rec_start(node, op, out);
 	default:
 		return KV_EINVAL; /* only queued kinds get here */
 	}
@@ -600,6 +621,15 @@ static int client_input(struct kv_node *node, uint64_t now_ns, const struct kv_i
 	const struct kv_msg *msg = in->client.msg;
 	struct kv_node_origin origin = { ORIGIN_CLIENT, in->client.conn, 0, in->client.request_id,
 					 msg->type };
+	/* Chunks are written only through CHUNK_PUT (DESIGN §7 "Chunks"). */
+	if (((msg->type == KV_MSG_PUT || msg->type == KV_MSG_DELETE) &&
+	     kv_node_key_is_chunk(msg->put.key)) ||
+	    (msg->type == KV_MSG_GET && kv_node_key_is_chunk(msg->get.key))) {
+		kv_node__answer_error(out, &origin, KV_EINVAL,
+				      "reserved key space: keys starting 00 63 are chunks "
+				      "(CHUNK_PUT, CHUNK_GET)");
+		return 0;
+	}
 	switch (msg->type) {
 	case KV_MSG_PUT:
 	case KV_MSG_DELETE:
@@ -608,6 +638,11 @@ static int client_input(struct kv_node *node, uint64_t now_ns, const struct kv_i
 		return kv_node__get_request(node, now_ns, &origin, msg, out);
 	case KV_MSG_LIST:
 		return kv_node__list_request(node, now_ns, &origin, msg, out);
+	case KV_MSG_CHUNK_PUT:
+	case KV_MSG_CHUNK_GET:
+	case KV_MSG_CHUNK_TOUCH:
+	case KV_MSG_GC:
+		return kv_node__chunk_client(node, now_ns, &origin, msg, out);
 	default:
 		kv_node__answer_error(out, &origin, KV_EINVAL, "request not supported by this node");
 		return 0;
@@ -631,6 +666,12 @@ static int peer_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 		return kv_node__replica_read_request(node, &origin, msg, out);
 	case KV_MSG_REPLICA_LIST:
 		return kv_node__replica_list_request(node, &origin, msg, out);
+	case KV_MSG_REPLICA_CHUNK_PUT:
+	case KV_MSG_REPLICA_CHUNK_GET:
+	case KV_MSG_CHUNK_MARK:
+	case KV_MSG_GC_MARK:
+	case KV_MSG_GC_SWEEP:
+		return kv_node__chunk_peer(node, now_ns, &origin, msg, out);
 	case KV_MSG_FORWARD_PUT_ACCEPTED: {
 		/* A note, not an answer: the forward stays outstanding
 		 * (doc/protocol.md §6.1). */
@@ -645,11 +686,21 @@ static int peer_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 	case KV_MSG_READ_REPAIR_ACK:
 	case KV_MSG_REPLICA_READ_REPLY:
 	case KV_MSG_REPLICA_LIST_REPLY:
+	case KV_MSG_REPLICA_CHUNK_PUT_ACK:
+	case KV_MSG_REPLICA_CHUNK_GET_REPLY:
+	case KV_MSG_CHUNK_MARK_ACK:
+	case KV_MSG_GC_MARK_DONE:
+	case KV_MSG_GC_SWEEP_DONE:
 	case KV_MSG_ERROR: {
 		uint32_t slot = 0;
 		struct kv_node_op *op = find_peer_op(node, in->peer.request_id, in->peer.from, &slot);
 		if (op == NULL)
+			op = kv_node__chunk_find_peer(node, in->peer.request_id, in->peer.from);
+		if (op == NULL)
 			return 0; /* late or unknown: ignored */
+		if (op->chunk != NULL)
+			return kv_node__chunk_on_reply(node, now_ns, op, in->peer.from,
+						       in->peer.request_id, msg, out);
 		op->peer_req[slot] = 0;
 		if (op->kind == OP_GET)
 			return kv_node__get_on_reply(node, op, slot, msg, out);
@@ -678,6 +729,8 @@ static int step_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 		if (op == NULL)
 			return 0;
 		op->timer = 0; /* fired: nothing to cancel any more */
+		if (op->chunk != NULL)
+			return kv_node__chunk_on_timer(node, now_ns, op, out);
 		if (op->kind == OP_GET)
 			return kv_node__get_on_timer(node, op, out);
 		if (op->kind == OP_LIST)
@@ -688,6 +741,8 @@ static int step_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 		if (op == NULL || op->state != ST_READ)
 			return 0;
 		op->storage_op = 0;
+		if (op->chunk != NULL)
+			return kv_node__chunk_on_read(node, now_ns, op, in, out);
 		switch (op->kind) {
 		case OP_GET:
 			return kv_node__get_on_read(node, op, in, out);
@@ -705,13 +760,20 @@ static int step_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 		if (op == NULL || op->state != ST_WRITE)
 			return 0;
 		op->storage_op = 0;
+		if (op->chunk != NULL)
+			return kv_node__chunk_on_write(node, op, in, out);
 		if (op->kind == OP_JOIN)
 			return kv_node__join_on_write(node, op, in, out);
 		return kv_node__put_on_write(node, now_ns, op, in, out);
 	case KV_INPUT_RANGE_DONE:
 		op = find_storage_op(node, in->range.op);
-		if (op == NULL || op->state != ST_READ ||
-		    (op->kind != OP_LIST && op->kind != OP_REPLICA_LIST))
+		if (op == NULL || op->state != ST_READ)
+			return 0;
+		if (op->kind == OP_GC_SCAN || op->kind == OP_GC_SWEEP) {
+			op->storage_op = 0;
+			return kv_node__gc_on_range(node, now_ns, op, in, out);
+		}
+		if (op->kind != OP_LIST && op->kind != OP_REPLICA_LIST)
 			return 0;
 		op->storage_op = 0;
 		return kv_node__list_on_range(node, op, in, out);
@@ -722,6 +784,7 @@ static int step_input(struct kv_node *node, uint64_t now_ns, const struct kv_inp
 int kv_node_step(struct kv_node *node, uint64_t now_ns, const struct kv_input *in,
 		 struct kv_effects *out)
 {
+	node->now_ns = now_ns;
 	int rc = step_input(node, now_ns, in, out);
 	/* After any input: persist the next lease early, so a busy node rarely
 	 * waits (doc/versions.md §4). */

@@ -137,13 +137,17 @@ struct kv_node_timer_out {
  * A storage operation, completed later by a KV_INPUT_READ_DONE or
  * KV_INPUT_WRITE_DONE input with the same @op. @key is the storage key
  * (kv_skey_encode()); @value, for writes, the canonical sibling-set encoding
- * — or, under the reserved kv_node_lease_skey(), the lease record.
+ * — or, under the reserved kv_node_lease_skey(), the lease record; under a
+ * chunk key, the chunk's stored form, and under a chunk record key, the
+ * record (see "Chunks" below).
  * A write completes only once durable under the sync policy (DESIGN §3).
  */
 struct kv_node_storage_out {
 	uint64_t op;
 	struct kv_buf key;
 	struct kv_buf value; /* writes only */
+	bool del;            /* writes only: delete @key instead (@value empty);
+			      * completed like a write (doc/node.md "Chunks") */
 };
 
 /*
@@ -153,8 +157,13 @@ struct kv_node_storage_out {
  */
 struct kv_node_range_out {
 	uint64_t op;
-	struct kv_buf start, end;
+	struct kv_buf start, end; /* an empty @end: to the end of the key space */
 	uint32_t max;
+	uint32_t max_bytes; /* 0, or: the page may also end after the entry that
+			     * brings its key and value bytes to max_bytes; such
+			     * a page can hold fewer than @max entries though the
+			     * range holds more, so a scan that sets it goes on
+			     * until a page comes back empty (gc scans) */
 };
 
 #define KV_NODE_EFFECT_ARRAY(T) \
@@ -208,6 +217,8 @@ struct kv_node {
 	uint64_t lease_op;         /* storage op id of the lease write, 0 = none */
 	uint64_t lease_pending;    /* the lease that write persists */
 	uint64_t lease_round;      /* bumped per lease completion: resumes puts once */
+	uint64_t gc_epoch_last;    /* the last gc epoch this node orchestrated */
+	uint64_t now_ns;           /* the now_ns of the step in progress */
 	int64_t wall_ns;           /* set by the driver before each step: the wall
 				    * clock (CLOCK_REALTIME ns) that stamps new
 				    * versions (DESIGN §4: a timestamp orders
@@ -265,6 +276,33 @@ struct kv_slice kv_node_lease_skey(void);
  * counters were used, and must take a new epoch).
  */
 int kv_node_lease_decode(struct kv_slice value, uint32_t *epoch, uint64_t *lease);
+
+/*
+ * Chunks (doc/node.md "Chunks and reclamation"; DESIGN §7). A chunk key is
+ * 00 63 ("\0c") followed by the 32-byte BLAKE2b-256 hash of the content;
+ * ordinary PUT, DELETE and GET of any key that starts with 00 63 are refused
+ * (KV_EINVAL, "reserved key space"). A replica stores a chunk under the
+ * storage key of its chunk key as KV_NODE_CHUNK_HEADER bytes ("KVCK", le32
+ * length) followed by the bytes, and keeps its age and gc mark apart in a
+ * node-local record under 00 00 00 01 ‖ hash ‖ 00 (no ring storage key: a
+ * storage key never ends with a lone 00), so a touch never rewrites the
+ * chunk. The record is KV_NODE_CHUNK_RECORD_SIZE bytes: "KVCR", le32
+ * length, le64 touched (wall ns), le64 last marked gc epoch.
+ */
+#define KV_NODE_CHUNK_HASH_LEN 32
+#define KV_NODE_CHUNK_KEY_LEN 34
+#define KV_NODE_CHUNK_HEADER 8
+#define KV_NODE_CHUNK_RECORD_SIZE 24
+#define KV_NODE_CHUNK_RECORD_KEY_LEN 37
+
+/* True when @key lies in the reserved chunk key space (starts with 00 63). */
+bool kv_node_key_is_chunk(struct kv_slice key);
+
+/*
+ * The gc grace when a GC request names none: one hour, the longest upload
+ * plus the hint lifetime (DESIGN §7 "Reclaiming chunks").
+ */
+#define KV_NODE_GC_GRACE_DEFAULT_S 3600u
 
 /* Operations in flight (for tests and metrics). */
 size_t kv_node_ops_in_flight(const struct kv_node *node);

@@ -1,6 +1,7 @@
 /*
  * node_int.h - private state of the node core (node.c, node_put.c,
- * node_get.c). Not part of the API: see node.h and doc/node.md.
+ * node_get.c, node_list.c, node_chunk.c, node_gc.c). Not part of the API:
+ * see node.h and doc/node.md.
  */
 #ifndef KV_NODE_NODE_INT_H
 #define KV_NODE_NODE_INT_H
@@ -30,6 +31,60 @@ enum kv_node_op_kind {
 	OP_REPLICA_READ, /* a peer's REPLICA_READ: read, reply */
 	OP_LIST,       /* a LIST: R replica pages, merge by name, reply */
 	OP_REPLICA_LIST, /* a peer's REPLICA_LIST: range read, reply */
+	OP_CHUNK_PUT,  /* CHUNK_PUT: store on the chunk's N replicas, reply at W */
+	OP_CHUNK_GET,  /* CHUNK_GET: read one replica after the other */
+	OP_CHUNK_RGET, /* a peer's REPLICA_CHUNK_GET: read, check, reply */
+	OP_CHUNK_REC,  /* queued on a chunk key: store, touch/mark, or sweep it */
+	OP_CHUNK_BATCH, /* runs OP_CHUNK_REC over a list of local chunks */
+	OP_CHUNK_TOUCH, /* CHUNK_TOUCH: fan the hashes out to their replicas */
+	OP_GC,         /* GC at its orchestrator: mark on all, then sweep on all */
+	OP_GC_SCAN,    /* GC_MARK at a member: scan every set, mark its chunks */
+	OP_GC_SWEEP,   /* GC_SWEEP at a member: delete the unmarked, old chunks */
+};
+
+/* What an OP_CHUNK_REC does to its chunk (doc/node.md "Chunks"). */
+enum kv_node_chunk_mode {
+	CHUNK_STORE = 1, /* put-if-absent: a present chunk only gets its age refreshed */
+	CHUNK_UPDATE,    /* touch and/or mark a present chunk's record */
+	CHUNK_SWEEP,     /* delete it when unmarked in the epoch and past the grace */
+};
+
+/* A request sent to a peer by an operation with more than N peers to hear from. */
+struct kv_node_peer_req {
+	uint32_t to;
+	uint64_t req;
+};
+
+/*
+ * Chunk and gc state of an operation (node_chunk.c, node_gc.c); owned by
+ * the operation and freed with it.
+ */
+struct kv_node_chunk {
+	uint64_t id;          /* names this operation to the ones it starts */
+	uint64_t parent;      /* the operation to tell when done, 0 = answer origin */
+	uint32_t parent_slot; /* OP_CHUNK_PUT parent: the preference slot */
+	enum kv_node_chunk_mode mode;
+	uint8_t flags;        /* KV_MSG_CHUNK_F_* */
+	uint64_t epoch;       /* mark or sweep epoch */
+	uint64_t grace_ns;    /* sweep */
+	int64_t wall;         /* the wall clock when the request came in */
+	uint64_t deadline_ns;
+	uint8_t hash[KV_NODE_CHUNK_HASH_LEN];
+	struct kv_buf data;   /* STORE, PUT: the bytes; BATCH, TOUCH: hashes */
+	int step;             /* REC: the writes done so far */
+	bool existed;         /* STORE: found; PUT: every ack said existed */
+	uint64_t size;        /* REC SWEEP: bytes freed */
+	size_t next;          /* BATCH: the next hash to start */
+	uint32_t running;     /* BATCH: records in progress */
+	uint64_t pending;     /* answers outstanding (peers and children) */
+	struct kv_msg_gc_reply sums; /* what was done, for the answer */
+	int err;              /* the first failure, 0 = none */
+	char errtext[256];
+	struct kv_node_peer_req *peers;
+	size_t npeers, cappeers;
+	struct kv_buf cursor; /* scans: the first storage key of the next page */
+	int phase;            /* OP_GC: 1 mark, 2 sweep */
+	uint32_t corrupt;     /* OP_CHUNK_GET: copies that failed their hash */
 };
 
 enum kv_node_op_state {
@@ -91,6 +146,7 @@ struct kv_node_op {
 	bool retry;         /* OP_COORD_PUT: kv_dvv_put() found the request id */
 	uint64_t lease_round; /* ST_LEASE: node->lease_round when it last tried */
 	struct kv_node_list *list; /* OP_LIST, OP_REPLICA_LIST (node_list.c) */
+	struct kv_node_chunk *chunk; /* OP_CHUNK_*, OP_GC* (node_chunk.c, node_gc.c) */
 };
 
 /* A key with queued operations; removed when its queue empties. */
@@ -162,6 +218,79 @@ int kv_node__list_on_reply(struct kv_node *node, struct kv_node_op *op, uint32_t
 			   const struct kv_msg *msg, struct kv_effects *out);
 int kv_node__list_on_timer(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
 struct kv_node_range_out *kv_node__range_push(struct kv_effects *out);
+
+/* node.c: effect slots for node_chunk.c and node_gc.c (zeroed; NULL on -ENOMEM). */
+struct kv_node_storage_out *kv_node__read_push(struct kv_effects *out);
+struct kv_node_storage_out *kv_node__write_push(struct kv_effects *out);
+void kv_node__storage_pop(struct kv_effects *out, bool write);
+
+/* node_chunk.c */
+
+/* A replica's node-local record of one chunk (node.h "Chunks"). */
+struct kv_node_chunk_rec {
+	uint8_t hash[KV_NODE_CHUNK_HASH_LEN];
+	uint32_t size;   /* the chunk's bytes */
+	int64_t touched; /* wall ns of the last store, touch or put of it */
+	uint64_t marked; /* the last gc epoch that marked it, 0 = none */
+};
+
+/* Decodes a record from its storage key and value: 0 or KV_ECORRUPT. */
+int kv_node__chunk_rec_decode(struct kv_slice skey, struct kv_slice value,
+			      struct kv_node_chunk_rec *rec);
+/* Appends the bounds of the record key space [lo, hi) to the empty @lo, @hi. */
+void kv_node__chunk_rec_span(struct kv_buf *lo, struct kv_buf *hi);
+void kv_node__chunk_free(struct kv_node_chunk *ch);
+int kv_node__chunk_client(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
+			  const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__chunk_peer(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
+			const struct kv_msg *msg, struct kv_effects *out);
+struct kv_node_op *kv_node__chunk_find_peer(struct kv_node *node, uint64_t req_id, uint32_t from);
+struct kv_node_op *kv_node__chunk_find(struct kv_node *node, uint64_t id);
+int kv_node__chunk_on_reply(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			    uint32_t from, uint64_t req_id, const struct kv_msg *msg,
+			    struct kv_effects *out);
+int kv_node__chunk_on_read(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			   const struct kv_input *in, struct kv_effects *out);
+int kv_node__chunk_on_write(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			    struct kv_effects *out);
+int kv_node__chunk_on_timer(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			    struct kv_effects *out);
+int kv_node__chunk_rec_start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
+/* A new operation of @kind with chunk state (ids set); NULL on -ENOMEM. */
+struct kv_node_op *kv_node__chunk_op_new(struct kv_node *node, enum kv_node_op_kind kind,
+					 const struct kv_node_origin *origin, struct kv_slice key);
+/* Starts an OP_CHUNK_BATCH over @hashes (n * 32 bytes, copied) for @parent. */
+int kv_node__chunk_batch(struct kv_node *node, struct kv_node_op *parent,
+			 enum kv_node_chunk_mode mode, uint8_t flags, uint64_t epoch,
+			 uint64_t grace_ns, int64_t wall, const uint8_t *hashes, size_t n,
+			 struct kv_effects *out);
+/* Fans @hashes out to their replicas as CHUNK_MARK (or a local batch), adding
+ * to agg->chunk->pending. Returns 0 or -ENOMEM. */
+int kv_node__chunk_fanout(struct kv_node *node, struct kv_node_op *agg, uint8_t flags,
+			  uint64_t epoch, int64_t wall, const uint8_t *hashes, size_t n,
+			  struct kv_effects *out);
+/* Records a peer request of @op (for kv_node__chunk_find_peer). */
+int kv_node__chunk_peer_add(struct kv_node_op *op, uint32_t to, uint64_t req);
+void kv_node__chunk_fail(struct kv_node_chunk *ch, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* node_gc.c */
+int kv_node__gc_request(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
+			const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__gc_peer(struct kv_node *node, uint64_t now_ns, const struct kv_node_origin *origin,
+		     const struct kv_msg *msg, struct kv_effects *out);
+int kv_node__gc_on_range(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			 const struct kv_input *in, struct kv_effects *out);
+/* An aggregate (OP_CHUNK_TOUCH, OP_GC*) heard from a part; continues or ends it. */
+int kv_node__gc_continue(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			 struct kv_effects *out);
+/* A member's mark or sweep is done (a peer's answer or a local part's). */
+int kv_node__gc_member_done(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
+			    uint32_t member, int code, struct kv_slice text,
+			    const struct kv_msg_gc_reply *r, struct kv_effects *out);
+/* Chunk references of one stored version (node_gc.c): calls @fn per hash. */
+int kv_node__chunk_refs(struct kv_slice meta, struct kv_slice body,
+			int (*fn)(void *arg, const uint8_t *hash), void *arg);
 
 /* node_put.c */
 int kv_node__put_start(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);

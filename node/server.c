@@ -411,6 +411,7 @@ struct srv_read {
 	bool range;
 	struct kv_buf key, end; /* range: [key, end) */
 	uint32_t max;
+	uint32_t max_bytes;     /* range: 0, or end the page past this many bytes */
 	struct kv_buf value;    /* read: the value; range: every key and value */
 	struct srv_range_ent *ents;
 	size_t nents;
@@ -452,6 +453,8 @@ static void read_work(uv_work_t *req)
 			goto out;
 		}
 		r->nents++;
+		if (r->max_bytes != 0 && r->value.n >= r->max_bytes)
+			break; /* node.h: the page's byte budget */
 	}
 	r->status = kv_iter_status(it);
 out:
@@ -510,7 +513,7 @@ static void read_after(uv_work_t *req, int status)
 }
 
 static void queue_read(struct kv_server *s, uint64_t op, struct kv_buf *key, struct kv_buf *end,
-		       uint32_t max, bool range)
+		       uint32_t max, uint32_t max_bytes, bool range)
 {
 	struct srv_read *r = calloc(1, sizeof *r);
 	if (r == NULL)
@@ -519,6 +522,7 @@ static void queue_read(struct kv_server *s, uint64_t op, struct kv_buf *key, str
 	r->op = op;
 	r->range = range;
 	r->max = max;
+	r->max_bytes = max_bytes;
 	r->req.data = r;
 	/* Take the effect's buffers over (node.h: a consumer may swap them out). */
 	r->key = *key;
@@ -593,8 +597,9 @@ static void queue_write(struct kv_server *s, const struct kv_node_storage_out *s
 	w->op = st->op;
 	s->writes_inflight++;
 	struct kv_lsm_batch *b = kv_lsm_batch_new();
-	int rc = b ? kv_lsm_batch_put(b, kv_buf_slice(&st->key), kv_buf_slice(&st->value))
-		   : -ENOMEM;
+	int rc = b == NULL ? -ENOMEM
+		 : st->del ? kv_lsm_batch_delete(b, kv_buf_slice(&st->key))
+			   : kv_lsm_batch_put(b, kv_buf_slice(&st->key), kv_buf_slice(&st->value));
 	if (rc == 0)
 		rc = kv_lsm_write_async(s->db, b, write_done_cb, w);
 	if (rc != 0) {
@@ -635,10 +640,10 @@ static void apply_effects(struct kv_server *s)
 	for (size_t i = 0; i < fx->writes.n; i++)
 		queue_write(s, &fx->writes.v[i]);
 	for (size_t i = 0; i < fx->reads.n; i++)
-		queue_read(s, fx->reads.v[i].op, &fx->reads.v[i].key, NULL, 0, false);
+		queue_read(s, fx->reads.v[i].op, &fx->reads.v[i].key, NULL, 0, 0, false);
 	for (size_t i = 0; i < fx->ranges.n; i++)
 		queue_read(s, fx->ranges.v[i].op, &fx->ranges.v[i].start, &fx->ranges.v[i].end,
-			   fx->ranges.v[i].max, true);
+			   fx->ranges.v[i].max, fx->ranges.v[i].max_bytes, true);
 }
 
 /* ---- STATS (doc/protocol.md §5.8) --------------------------------------- */

@@ -110,7 +110,7 @@ struct srv_synth {
 
 /* Request counters: names in ascending order are built at STATS time. */
 struct srv_counters {
-	uint64_t by_type[0x50]; /* frames received per message type (< 0x50) */
+	uint64_t by_type[0x200]; /* frames received per message type (< 0x200) */
 	uint64_t unknown_type;
 	uint64_t errors_sent;
 	uint64_t connections_accepted;

@@ -664,7 +664,7 @@ static void hs_connect(struct srv_conn *c, const struct kv_msg *m)
 
 static bool is_peer_type(uint16_t t)
 {
-	return t >= KV_MSG_FORWARD_PUT && t <= KV_MSG_FORWARD_PUT_ACCEPTED;
+	return t >= KV_MSG_PEER_FIRST && t <= KV_MSG_PEER_LAST;
 }
 
 static void handle_handshake_frame(struct srv_conn *c, const struct kv_frame *f)
@@ -723,6 +723,10 @@ static void handle_frame(struct srv_conn *c, const struct kv_frame *f)
 	case KV_MSG_PUT:
 	case KV_MSG_DELETE:
 	case KV_MSG_LIST:
+	case KV_MSG_CHUNK_PUT:
+	case KV_MSG_CHUNK_GET:
+	case KV_MSG_CHUNK_TOUCH:
+	case KV_MSG_GC:
 		kv_srv__client_input(s, c, f, &m);
 		break;
 	case KV_MSG_STATS:

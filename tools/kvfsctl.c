@@ -52,6 +52,7 @@ static const char *usage_text =
 	"  delete KEY [--context CTX]\n"
 	"  list DIR [-l]\n"
 	"  stats [-n NODE_INDEX]\n"
+	"  gc [--grace SECONDS]\n"
 	"See kvfsctl(8).\n";
 
 static void usage(void)
@@ -611,6 +612,52 @@ static int cmd_stats(struct kv_client *c, const struct opts *o, int argc, char *
 	return 0;
 }
 
+/*
+ * gc [--grace SECONDS]: one mark-and-sweep of the chunks over the whole
+ * cluster (kvfsctl(8); DESIGN §7 "Reclaiming chunks"). Default grace one
+ * hour; default deadline 10 minutes (-t overrides).
+ */
+static int cmd_gc(struct kv_client *c, const struct opts *o, int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "grace", required_argument, NULL, 'g' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int64_t grace = -1;
+	int ch;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (ch != 'g')
+			usage();
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(optarg, &end, 10);
+		if (*optarg == '\0' || *optarg == '-' || *end != '\0' || errno != 0 ||
+		    v > (unsigned long long)INT64_MAX) {
+			fprintf(stderr, "kvfsctl: gc: --grace: expected seconds, got '%s'\n", optarg);
+			return EXIT_ERR;
+		}
+		grace = (int64_t)v;
+	}
+	if (argc != optind)
+		usage();
+	struct kv_client_call call = KV_CLIENT_CALL_INIT;
+	call.timeout_ms = o->timeout_ms ? o->timeout_ms : 600000;
+	struct kv_client_gc_result r;
+	int rc = kv_client_gc(c, grace, &call, &r);
+	if (rc < 0) {
+		fprintf(stderr, "kvfsctl: gc: %s\n", why(c, rc));
+		return EXIT_ERR;
+	}
+	printf("epoch %llu: %llu nodes, %llu versions scanned, %llu chunk records marked\n"
+	       "swept %llu chunks, freed %llu bytes, kept %llu chunk records\n",
+	       (unsigned long long)r.epoch, (unsigned long long)r.nodes,
+	       (unsigned long long)r.versions, (unsigned long long)r.refs,
+	       (unsigned long long)r.swept, (unsigned long long)r.bytes,
+	       (unsigned long long)r.kept);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -691,6 +738,8 @@ int main(int argc, char **argv)
 		fn = cmd_list;
 	else if (!strcmp(cmd, "stats"))
 		fn = cmd_stats;
+	else if (!strcmp(cmd, "gc"))
+		fn = cmd_gc;
 	if (!fn) {
 		fprintf(stderr, "kvfsctl: unknown command '%s'\n", cmd);
 		usage();

@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "client/conn.h"
 #include "proto/msg.h"
 #include "util/error.h"
@@ -440,6 +442,16 @@ static void set_timeout_field(struct kv_msg *req, uint32_t ms)
 	case KV_MSG_LIST:
 		req->list.timeout_ms = ms;
 		break;
+	case KV_MSG_CHUNK_PUT:
+	case KV_MSG_CHUNK_GET:
+		req->chunk.timeout_ms = ms;
+		break;
+	case KV_MSG_CHUNK_TOUCH:
+		req->chunk_keys.timeout_ms = ms;
+		break;
+	case KV_MSG_GC:
+		req->gc.timeout_ms = ms;
+		break;
 	default:
 		break;
 	}
@@ -838,6 +850,181 @@ int kv_client_stats(struct kv_client *c, int node, const struct kv_client_call *
 	rc = 0;
 out:
 	kv_client_stats_release(&st);
+	kv_msg_release(&reply);
+	kv_msg_release(&req);
+	kv_frame_release(&frame);
+	return rc;
+}
+
+/* ---- Chunks (doc/protocol.md §5.9) and gc (§8.1) ---------------------- */
+
+/* A chunk key: 00 63 followed by a 32-byte hash (doc/fs-format.md §4). */
+static bool chunk_key_ok(struct kv_slice key)
+{
+	return key.n == 2 + KV_MSG_CHUNK_HASH_LEN && key.p[0] == 0 && key.p[1] == 'c';
+}
+
+int kv_client_chunk_put(struct kv_client *c, struct kv_slice key, struct kv_slice data,
+			const struct kv_client_call *call)
+{
+	struct kv_msg req, reply;
+	struct kv_frame frame = KV_FRAME_INIT;
+	struct call_state cs;
+	int rc;
+	kv_msg_init(&req, KV_MSG_CHUNK_PUT);
+	kv_msg_init(&reply, KV_MSG_NONE);
+	tls_errmsg[0] = '\0';
+	rc = check_call(c, call);
+	if (rc < 0)
+		goto out;
+	if (!chunk_key_ok(key)) {
+		set_errmsg("not a chunk key (00 63 and a 32-byte hash)");
+		rc = KV_EINVAL;
+		goto out;
+	}
+	cs.deadline_ns = deadline_of(c, call);
+	plan(c, call ? call->node : -1, false, &cs);
+	req.chunk.w = pick_w(c, call);
+	req.chunk.key = key;
+	req.chunk.data = data;
+	rc = run_call(c, &cs, &req, &frame, &reply);
+	if (rc < 0)
+		goto out;
+	rc = (reply.chunk_put_reply.flags & KV_MSG_CHUNK_F_EXISTED) ? 1 : 0;
+out:
+	kv_msg_release(&reply);
+	kv_msg_release(&req);
+	kv_frame_release(&frame);
+	return rc;
+}
+
+int kv_client_chunk_get(struct kv_client *c, struct kv_slice key, const struct kv_client_call *call,
+			struct kv_buf *out)
+{
+	struct kv_msg req, reply;
+	struct kv_frame frame = KV_FRAME_INIT;
+	struct call_state cs;
+	int rc;
+	kv_msg_init(&req, KV_MSG_CHUNK_GET);
+	kv_msg_init(&reply, KV_MSG_NONE);
+	kv_buf_reset(out);
+	tls_errmsg[0] = '\0';
+	rc = check_call(c, call);
+	if (rc < 0)
+		goto out;
+	if (!chunk_key_ok(key)) {
+		set_errmsg("not a chunk key (00 63 and a 32-byte hash)");
+		rc = KV_EINVAL;
+		goto out;
+	}
+	cs.deadline_ns = deadline_of(c, call);
+	plan(c, call ? call->node : -1, false, &cs);
+	req.chunk.key = key;
+	rc = run_call(c, &cs, &req, &frame, &reply);
+	if (rc < 0)
+		goto out;
+	/* Checked again here: the node's check does not cover the way back. */
+	uint8_t got[KV_MSG_CHUNK_HASH_LEN];
+	struct kv_slice data = reply.chunk_data.data;
+	static const uint8_t empty[1];
+	crypto_generichash(got, sizeof got, data.n ? data.p : empty, data.n, NULL, 0);
+	if (sodium_memcmp(got, key.p + 2, sizeof got) != 0) {
+		set_errmsg("the chunk read does not match its hash");
+		rc = KV_ECORRUPT;
+		goto out;
+	}
+	if (kv_buf_append(out, data.p, data.n) != 0) {
+		set_errmsg("out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = 0;
+out:
+	if (rc < 0)
+		kv_buf_reset(out);
+	kv_msg_release(&reply);
+	kv_msg_release(&req);
+	kv_frame_release(&frame);
+	return rc;
+}
+
+int kv_client_chunk_touch(struct kv_client *c, const struct kv_slice *keys, size_t n,
+			  const struct kv_client_call *call)
+{
+	struct kv_msg req, reply;
+	struct kv_frame frame = KV_FRAME_INIT;
+	struct call_state cs;
+	uint8_t *hashes = NULL;
+	int rc;
+	kv_msg_init(&req, KV_MSG_CHUNK_TOUCH);
+	kv_msg_init(&reply, KV_MSG_NONE);
+	tls_errmsg[0] = '\0';
+	rc = check_call(c, call);
+	if (rc < 0)
+		goto out;
+	if (n == 0 || n > KV_MSG_CHUNK_KEYS_MAX) {
+		set_errmsg("touch 1..%d chunks at a time", KV_MSG_CHUNK_KEYS_MAX);
+		rc = KV_EINVAL;
+		goto out;
+	}
+	hashes = malloc(n * KV_MSG_CHUNK_HASH_LEN);
+	if (hashes == NULL) {
+		set_errmsg("out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!chunk_key_ok(keys[i])) {
+			set_errmsg("key %zu is not a chunk key (00 63 and a 32-byte hash)", i);
+			rc = KV_EINVAL;
+			goto out;
+		}
+		memcpy(hashes + i * KV_MSG_CHUNK_HASH_LEN, keys[i].p + 2, KV_MSG_CHUNK_HASH_LEN);
+	}
+	cs.deadline_ns = deadline_of(c, call);
+	plan(c, call ? call->node : -1, false, &cs);
+	req.chunk_keys.flags = KV_MSG_CHUNK_F_TOUCH;
+	req.chunk_keys.hashes = hashes;
+	req.chunk_keys.n = n;
+	rc = run_call(c, &cs, &req, &frame, &reply);
+	if (rc < 0)
+		goto out;
+	rc = reply.count.count > INT32_MAX ? INT32_MAX : (int)reply.count.count;
+out:
+	free(hashes);
+	kv_msg_release(&reply);
+	kv_msg_release(&req);
+	kv_frame_release(&frame);
+	return rc;
+}
+
+int kv_client_gc(struct kv_client *c, int64_t grace_s, const struct kv_client_call *call,
+		 struct kv_client_gc_result *out)
+{
+	struct kv_msg req, reply;
+	struct kv_frame frame = KV_FRAME_INIT;
+	struct call_state cs;
+	int rc;
+	kv_msg_init(&req, KV_MSG_GC);
+	kv_msg_init(&reply, KV_MSG_NONE);
+	tls_errmsg[0] = '\0';
+	rc = check_call(c, call);
+	if (rc < 0)
+		goto out;
+	cs.deadline_ns = deadline_of(c, call);
+	/* Not retried on another node: a gc is long, and one is enough. */
+	plan(c, call ? call->node : -1, false, &cs);
+	req.gc.grace_s = grace_s < 0 ? KV_CLIENT_GC_GRACE_DEFAULT_S : (uint64_t)grace_s;
+	rc = run_call(c, &cs, &req, &frame, &reply);
+	if (rc < 0)
+		goto out;
+	if (out != NULL) {
+		const struct kv_msg_gc_reply *g = &reply.gc_reply;
+		*out = (struct kv_client_gc_result){ g->epoch, g->nodes, g->versions, g->refs,
+						     g->kept, g->swept, g->bytes };
+	}
+	rc = 0;
+out:
 	kv_msg_release(&reply);
 	kv_msg_release(&req);
 	kv_frame_release(&frame);

@@ -220,4 +220,72 @@ void kv_client_stats_release(struct kv_client_stats *st);
 int kv_client_stats(struct kv_client *c, int node, const struct kv_client_call *call,
 		    struct kv_client_stats *out);
 
+/* ---- Chunks (DESIGN §7 "Chunks"; doc/protocol.md "Chunks") ------------- */
+
+/*
+ * Stores an immutable chunk: @key is a chunk key (kv_fs_chunk_key(): the
+ * reserved key space "\0c" + the BLAKE2b-256 hash of @data; ordinary puts
+ * cannot write there), @data its bytes (at most the node's max value). The
+ * chunk is placed by its own key across the whole ring and written
+ * put-if-absent on W of its N replicas, with no version vector, so a retry
+ * or a second upload of the same content is harmless; a put of a chunk that
+ * exists refreshes its age (a sweep must not take a deduplicated chunk).
+ * Returns 0 (stored), 1 (it was there already: age refreshed), KV_EINVAL
+ * (not a chunk key, or @data does not hash to it), or the common results.
+ */
+int kv_client_chunk_put(struct kv_client *c, struct kv_slice key, struct kv_slice data,
+			const struct kv_client_call *call);
+
+/*
+ * Reads chunk @key from one replica (the node tries the next replica when
+ * one does not have it or is unreachable) into @out (reset first; the caller
+ * owns it and frees it with kv_buf_release()). The bytes are checked against
+ * the key's hash by the node and again here. Returns 0, KV_ENOTFOUND (no
+ * replica has it), KV_ECORRUPT (every copy found failed its hash), or the
+ * common results; on failure @out is empty.
+ */
+int kv_client_chunk_get(struct kv_client *c, struct kv_slice key, const struct kv_client_call *call,
+			struct kv_buf *out);
+
+/*
+ * Refreshes the age of the @n chunks @keys (chunk keys, borrowed; 1..65,536)
+ * on every replica that holds them: the lease of an upload in progress or
+ * of an open but unlinked file (DESIGN §7 "Reclaiming chunks"), renewed
+ * well within the gc grace. Returns the number of chunk records refreshed
+ * (each replica counts; a chunk no replica has counts 0), KV_EINVAL (a key
+ * that is not a chunk key, or @n out of range), or the common results (a
+ * replica that could not be reached fails the call: retry it).
+ */
+int kv_client_chunk_touch(struct kv_client *c, const struct kv_slice *keys, size_t n,
+			  const struct kv_client_call *call);
+
+/* The gc grace when none is given: the node's KV_NODE_GC_GRACE_DEFAULT_S. */
+#define KV_CLIENT_GC_GRACE_DEFAULT_S 3600
+
+/* What a gc did (doc/protocol.md §6.7). */
+struct kv_client_gc_result {
+	uint64_t epoch;    /* the mark epoch */
+	uint64_t nodes;    /* members that marked and swept */
+	uint64_t versions; /* live versions scanned, on every replica */
+	uint64_t refs;     /* chunk records marked (each replica counts) */
+	uint64_t kept;     /* chunk records looked at by the sweep and kept */
+	uint64_t swept;    /* chunks deleted (each replica counts) */
+	uint64_t bytes;    /* chunk bytes freed */
+};
+
+/*
+ * Runs one mark-and-sweep over the whole cluster (DESIGN §7 "Reclaiming
+ * chunks"), orchestrated by the node the call reaches: every member marks
+ * the chunks referenced by every version it stores; then, only if every
+ * member completed its mark, each deletes its chunks that no mark named and
+ * that were not stored or touched for @grace_s seconds (a negative @grace_s:
+ * KV_CLIENT_GC_GRACE_DEFAULT_S, one hour). Takes long on a large store: give
+ * call->timeout_ms generously (kvfsctl gc uses 10 minutes). Returns 0 and
+ * fills *out (if not NULL), or the common results — a member that failed or
+ * did not answer fails the gc (KV_EQUORUM-like codes from the node, with
+ * its message in kv_client_errmsg()), and then nothing was swept.
+ */
+int kv_client_gc(struct kv_client *c, int64_t grace_s, const struct kv_client_call *call,
+		 struct kv_client_gc_result *out);
+
 #endif

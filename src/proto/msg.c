@@ -35,6 +35,13 @@ enum shape {
 	SH_STATS_REPLY,
 	SH_REPLICA_WRITE,
 	SH_ACK,
+	SH_CHUNK,
+	SH_CHUNK_PUT_REPLY,
+	SH_CHUNK_DATA,
+	SH_CHUNK_KEYS,
+	SH_COUNT,
+	SH_GC,
+	SH_GC_REPLY,
 };
 
 struct type_info {
@@ -71,6 +78,24 @@ static const struct type_info types[] = {
 	{ KV_MSG_READ_REPAIR, KV_MSG_READ_REPAIR_ACK, SH_REPLICA_WRITE, "READ_REPAIR" },
 	{ KV_MSG_READ_REPAIR_ACK, KV_MSG_NONE, SH_ACK, "READ_REPAIR_ACK" },
 	{ KV_MSG_FORWARD_PUT_ACCEPTED, KV_MSG_NONE, SH_EMPTY, "FORWARD_PUT_ACCEPTED" },
+	{ KV_MSG_CHUNK_PUT, KV_MSG_CHUNK_PUT_REPLY, SH_CHUNK, "CHUNK_PUT" },
+	{ KV_MSG_CHUNK_PUT_REPLY, KV_MSG_NONE, SH_CHUNK_PUT_REPLY, "CHUNK_PUT_REPLY" },
+	{ KV_MSG_CHUNK_GET, KV_MSG_CHUNK_GET_REPLY, SH_CHUNK, "CHUNK_GET" },
+	{ KV_MSG_CHUNK_GET_REPLY, KV_MSG_NONE, SH_CHUNK_DATA, "CHUNK_GET_REPLY" },
+	{ KV_MSG_CHUNK_TOUCH, KV_MSG_CHUNK_TOUCH_REPLY, SH_CHUNK_KEYS, "CHUNK_TOUCH" },
+	{ KV_MSG_CHUNK_TOUCH_REPLY, KV_MSG_NONE, SH_COUNT, "CHUNK_TOUCH_REPLY" },
+	{ KV_MSG_REPLICA_CHUNK_PUT, KV_MSG_REPLICA_CHUNK_PUT_ACK, SH_CHUNK, "REPLICA_CHUNK_PUT" },
+	{ KV_MSG_REPLICA_CHUNK_PUT_ACK, KV_MSG_NONE, SH_CHUNK_PUT_REPLY, "REPLICA_CHUNK_PUT_ACK" },
+	{ KV_MSG_REPLICA_CHUNK_GET, KV_MSG_REPLICA_CHUNK_GET_REPLY, SH_CHUNK, "REPLICA_CHUNK_GET" },
+	{ KV_MSG_REPLICA_CHUNK_GET_REPLY, KV_MSG_NONE, SH_CHUNK_DATA, "REPLICA_CHUNK_GET_REPLY" },
+	{ KV_MSG_CHUNK_MARK, KV_MSG_CHUNK_MARK_ACK, SH_CHUNK_KEYS, "CHUNK_MARK" },
+	{ KV_MSG_CHUNK_MARK_ACK, KV_MSG_NONE, SH_COUNT, "CHUNK_MARK_ACK" },
+	{ KV_MSG_GC_MARK, KV_MSG_GC_MARK_DONE, SH_GC, "GC_MARK" },
+	{ KV_MSG_GC_MARK_DONE, KV_MSG_NONE, SH_GC_REPLY, "GC_MARK_DONE" },
+	{ KV_MSG_GC_SWEEP, KV_MSG_GC_SWEEP_DONE, SH_GC, "GC_SWEEP" },
+	{ KV_MSG_GC_SWEEP_DONE, KV_MSG_NONE, SH_GC_REPLY, "GC_SWEEP_DONE" },
+	{ KV_MSG_GC, KV_MSG_GC_REPLY, SH_GC, "GC" },
+	{ KV_MSG_GC_REPLY, KV_MSG_NONE, SH_GC_REPLY, "GC_REPLY" },
 };
 
 static const struct type_info *type_find(uint16_t type)
@@ -304,6 +329,19 @@ static int validate_put(const struct kv_msg *m, const struct kv_msg_limits *lim)
 	return 0;
 }
 
+static int validate_chunk(const struct kv_msg *m, const struct kv_msg_limits *lim)
+{
+	const struct kv_msg_chunk *c = &m->chunk;
+	bool put = m->type == KV_MSG_CHUNK_PUT || m->type == KV_MSG_REPLICA_CHUNK_PUT;
+	if (c->w > KV_MSG_QUORUM_MAX || (m->type != KV_MSG_CHUNK_PUT && c->w != 0))
+		return KV_EINVAL;
+	if (!put && c->data.n != 0)
+		return KV_EINVAL;
+	if (check_len(c->key.n, lim->max_key) || check_len(c->data.n, lim->max_value))
+		return KV_ETOOBIG;
+	return 0;
+}
+
 /* Returns 0, KV_EINVAL (a rule broken) or KV_ETOOBIG (a limit exceeded). */
 static int validate(const struct kv_msg *m, const struct kv_msg_limits *lim)
 {
@@ -382,6 +420,33 @@ static int validate(const struct kv_msg *m, const struct kv_msg_limits *lim)
 		return check_len(m->replica_write.key.n, lim->max_key);
 	case SH_ACK:
 		return m->replica_ack.nversions > KV_DVV_MAX_VERSIONS ? KV_EINVAL : 0;
+	case SH_CHUNK:
+		return validate_chunk(m, lim);
+	case SH_CHUNK_PUT_REPLY:
+		return m->chunk_put_reply.flags & ~KV_MSG_CHUNK_F_EXISTED ? KV_EINVAL : 0;
+	case SH_CHUNK_DATA:
+		return check_len(m->chunk_data.data.n, lim->max_value);
+	case SH_CHUNK_KEYS: {
+		const struct kv_msg_chunk_keys *k = &m->chunk_keys;
+		uint8_t allowed = m->type == KV_MSG_CHUNK_TOUCH
+					  ? KV_MSG_CHUNK_F_TOUCH
+					  : KV_MSG_CHUNK_F_TOUCH | KV_MSG_CHUNK_F_MARK;
+		if (k->flags & ~allowed || k->flags == 0 || k->n == 0)
+			return KV_EINVAL;
+		if (((k->flags & KV_MSG_CHUNK_F_MARK) != 0) != (k->epoch != 0))
+			return KV_EINVAL; /* an epoch comes with MARK, and only then */
+		return k->n > KV_MSG_CHUNK_KEYS_MAX ? KV_ETOOBIG : 0;
+	}
+	case SH_COUNT:
+		return 0;
+	case SH_GC:
+		if (m->type == KV_MSG_GC ? m->gc.epoch != 0 : m->gc.epoch == 0)
+			return KV_EINVAL;
+		if (m->type == KV_MSG_GC_MARK && m->gc.grace_s != 0)
+			return KV_EINVAL;
+		return 0;
+	case SH_GC_REPLY:
+		return 0;
 	case SH_UNKNOWN:
 		break;
 	}
@@ -440,6 +505,19 @@ static int encode_put(const struct kv_msg *m, struct kv_buf *out)
 		if (!rc)
 			rc = put_lenbytes(out, p->body);
 	}
+	return rc;
+}
+
+static int encode_chunk(const struct kv_msg *m, struct kv_buf *out)
+{
+	const struct kv_msg_chunk *c = &m->chunk;
+	int rc = kv_buf_append_u8(out, c->w);
+	if (!rc)
+		rc = kv_buf_append_varint(out, c->timeout_ms);
+	if (!rc)
+		rc = put_lenbytes(out, c->key);
+	if (!rc && (m->type == KV_MSG_CHUNK_PUT || m->type == KV_MSG_REPLICA_CHUNK_PUT))
+		rc = put_lenbytes(out, c->data);
 	return rc;
 }
 
@@ -553,6 +631,45 @@ static int encode_body(const struct kv_msg *m, struct kv_buf *out)
 		if (!rc)
 			rc = kv_buf_append_varint(out, m->replica_ack.nversions);
 		break;
+	case SH_CHUNK:
+		rc = encode_chunk(m, out);
+		break;
+	case SH_CHUNK_PUT_REPLY:
+		rc = kv_buf_append_u8(out, m->chunk_put_reply.flags);
+		break;
+	case SH_CHUNK_DATA:
+		rc = kv_buf_append(out, m->chunk_data.data.p, m->chunk_data.data.n);
+		break;
+	case SH_CHUNK_KEYS:
+		rc = kv_buf_append_u8(out, m->chunk_keys.flags);
+		if (!rc)
+			rc = kv_buf_append_varint(out, m->chunk_keys.timeout_ms);
+		if (!rc)
+			rc = kv_buf_append_le64(out, m->chunk_keys.epoch);
+		if (!rc)
+			rc = kv_buf_append_varint(out, m->chunk_keys.n);
+		if (!rc)
+			rc = kv_buf_append(out, m->chunk_keys.hashes,
+					   m->chunk_keys.n * KV_MSG_CHUNK_HASH_LEN);
+		break;
+	case SH_COUNT:
+		rc = kv_buf_append_varint(out, m->count.count);
+		break;
+	case SH_GC:
+		rc = kv_buf_append_varint(out, m->gc.timeout_ms);
+		if (!rc)
+			rc = kv_buf_append_le64(out, m->gc.epoch);
+		if (!rc)
+			rc = kv_buf_append_varint(out, m->gc.grace_s);
+		break;
+	case SH_GC_REPLY: {
+		const struct kv_msg_gc_reply *g = &m->gc_reply;
+		const uint64_t v[] = { g->nodes, g->versions, g->refs, g->kept, g->swept, g->bytes };
+		rc = kv_buf_append_le64(out, g->epoch);
+		for (size_t i = 0; !rc && i < sizeof v / sizeof v[0]; i++)
+			rc = kv_buf_append_varint(out, v[i]);
+		break;
+	}
 	case SH_UNKNOWN:
 		rc = KV_EINVAL;
 		break;
@@ -894,6 +1011,69 @@ static int decode_body(struct rd *r, struct kv_msg *m, const struct kv_msg_limit
 		}
 		break;
 	}
+	case SH_CHUNK:
+		rc = rd_u8(r, &m->chunk.w);
+		if (!rc)
+			rc = rd_u32v(r, &m->chunk.timeout_ms);
+		if (!rc)
+			rc = rd_lenbytes(r, lim->max_key, &m->chunk.key);
+		if (!rc && (m->type == KV_MSG_CHUNK_PUT || m->type == KV_MSG_REPLICA_CHUNK_PUT))
+			rc = rd_lenbytes(r, lim->max_value, &m->chunk.data);
+		break;
+	case SH_CHUNK_PUT_REPLY:
+		rc = rd_u8(r, &m->chunk_put_reply.flags);
+		break;
+	case SH_CHUNK_DATA:
+		m->chunk_data.data = rd_rest(r);
+		break;
+	case SH_CHUNK_KEYS: {
+		struct kv_msg_chunk_keys *k = &m->chunk_keys;
+		uint8_t epoch[8];
+		uint64_t count = 0;
+		rc = rd_u8(r, &k->flags);
+		if (!rc)
+			rc = rd_u32v(r, &k->timeout_ms);
+		if (!rc)
+			rc = rd_fixed(r, epoch, sizeof epoch);
+		if (!rc)
+			rc = rd_varint(r, &count);
+		if (rc)
+			break;
+		k->epoch = kv_get_le64(epoch);
+		if (count > KV_MSG_CHUNK_KEYS_MAX)
+			return KV_ETOOBIG;
+		/* Bounded above: no overflow. The hashes fill the rest exactly. */
+		if (count * KV_MSG_CHUNK_HASH_LEN != r->n)
+			return KV_ECORRUPT;
+		k->n = (size_t)count;
+		k->hashes = rd_rest(r).p;
+		break;
+	}
+	case SH_COUNT:
+		rc = rd_varint(r, &m->count.count);
+		break;
+	case SH_GC: {
+		uint8_t epoch[8];
+		rc = rd_u32v(r, &m->gc.timeout_ms);
+		if (!rc)
+			rc = rd_fixed(r, epoch, sizeof epoch);
+		if (!rc) {
+			m->gc.epoch = kv_get_le64(epoch);
+			rc = rd_varint(r, &m->gc.grace_s);
+		}
+		break;
+	}
+	case SH_GC_REPLY: {
+		struct kv_msg_gc_reply *g = &m->gc_reply;
+		uint8_t epoch[8];
+		uint64_t *v[] = { &g->nodes, &g->versions, &g->refs, &g->kept, &g->swept, &g->bytes };
+		rc = rd_fixed(r, epoch, sizeof epoch);
+		if (!rc)
+			g->epoch = kv_get_le64(epoch);
+		for (size_t i = 0; !rc && i < sizeof v / sizeof v[0]; i++)
+			rc = rd_varint(r, v[i]);
+		break;
+	}
 	case SH_UNKNOWN:
 		rc = KV_EVERSION;
 		break;
@@ -1023,6 +1203,28 @@ bool kv_msg_equal(const struct kv_msg *a, const struct kv_msg *b)
 	case SH_ACK:
 		return a->replica_ack.set_hash == b->replica_ack.set_hash &&
 		       a->replica_ack.nversions == b->replica_ack.nversions;
+	case SH_CHUNK:
+		return a->chunk.w == b->chunk.w && a->chunk.timeout_ms == b->chunk.timeout_ms &&
+		       kv_slice_eq(a->chunk.key, b->chunk.key) &&
+		       kv_slice_eq(a->chunk.data, b->chunk.data);
+	case SH_CHUNK_PUT_REPLY:
+		return a->chunk_put_reply.flags == b->chunk_put_reply.flags;
+	case SH_CHUNK_DATA:
+		return kv_slice_eq(a->chunk_data.data, b->chunk_data.data);
+	case SH_CHUNK_KEYS:
+		return a->chunk_keys.flags == b->chunk_keys.flags &&
+		       a->chunk_keys.timeout_ms == b->chunk_keys.timeout_ms &&
+		       a->chunk_keys.epoch == b->chunk_keys.epoch && a->chunk_keys.n == b->chunk_keys.n &&
+		       (a->chunk_keys.n == 0 ||
+			memcmp(a->chunk_keys.hashes, b->chunk_keys.hashes,
+			       a->chunk_keys.n * KV_MSG_CHUNK_HASH_LEN) == 0);
+	case SH_COUNT:
+		return a->count.count == b->count.count;
+	case SH_GC:
+		return a->gc.timeout_ms == b->gc.timeout_ms && a->gc.epoch == b->gc.epoch &&
+		       a->gc.grace_s == b->gc.grace_s;
+	case SH_GC_REPLY:
+		return memcmp(&a->gc_reply, &b->gc_reply, sizeof a->gc_reply) == 0;
 	case SH_UNKNOWN:
 		break;
 	}

@@ -46,6 +46,13 @@ enum kv_msg_type {
 	KV_MSG_LIST_REPLY = 0x0017,
 	KV_MSG_STATS = 0x0018,
 	KV_MSG_STATS_REPLY = 0x0019,
+	/* Chunks (§5.9): the reserved chunk key space, DESIGN §7 "Chunks". */
+	KV_MSG_CHUNK_PUT = 0x001a,
+	KV_MSG_CHUNK_PUT_REPLY = 0x001b,
+	KV_MSG_CHUNK_GET = 0x001c,
+	KV_MSG_CHUNK_GET_REPLY = 0x001d,
+	KV_MSG_CHUNK_TOUCH = 0x001e,
+	KV_MSG_CHUNK_TOUCH_REPLY = 0x001f,
 
 	/* 0x0040-0x007f: peer ops (§6) */
 	KV_MSG_FORWARD_PUT = 0x0040,
@@ -62,7 +69,26 @@ enum kv_msg_type {
 	 * body, no reply): the forwarder stops its forward timer and waits for
 	 * the final reply until the request's deadline (§6.1). */
 	KV_MSG_FORWARD_PUT_ACCEPTED = 0x004a,
+	/* Chunks and their reclamation (§6.6, §6.7). */
+	KV_MSG_REPLICA_CHUNK_PUT = 0x004c,
+	KV_MSG_REPLICA_CHUNK_PUT_ACK = 0x004d,
+	KV_MSG_REPLICA_CHUNK_GET = 0x004e,
+	KV_MSG_REPLICA_CHUNK_GET_REPLY = 0x004f,
+	KV_MSG_CHUNK_MARK = 0x0050,
+	KV_MSG_CHUNK_MARK_ACK = 0x0051,
+	KV_MSG_GC_MARK = 0x0052,
+	KV_MSG_GC_MARK_DONE = 0x0053,
+	KV_MSG_GC_SWEEP = 0x0054,
+	KV_MSG_GC_SWEEP_DONE = 0x0055,
+
+	/* 0x0180-0x01ff: admin (kvfsctl) */
+	KV_MSG_GC = 0x0180,
+	KV_MSG_GC_REPLY = 0x0181,
 };
+
+/* The peer-op types of §6: a node takes them only from a node's connection. */
+#define KV_MSG_PEER_FIRST KV_MSG_FORWARD_PUT
+#define KV_MSG_PEER_LAST KV_MSG_GC_SWEEP_DONE
 
 /* Reserved ranges (inclusive), for the modules of later issues. */
 #define KV_MSG_RANGE_GOSSIP_FIRST 0x0080
@@ -99,6 +125,15 @@ enum kv_msg_type {
 #define KV_MSG_PUT_REPLY_F_RETRY 0x01 /* a retried request: the dot is the first one's */
 /* Flags of LIST_REPLY and REPLICA_LIST_REPLY. */
 #define KV_MSG_LIST_F_MORE 0x01
+/* Flags of CHUNK_PUT_REPLY and REPLICA_CHUNK_PUT_ACK. */
+#define KV_MSG_CHUNK_F_EXISTED 0x01 /* it was there already: its age was refreshed */
+/* Flags of CHUNK_TOUCH and CHUNK_MARK. */
+#define KV_MSG_CHUNK_F_TOUCH 0x01 /* refresh each chunk's age */
+#define KV_MSG_CHUNK_F_MARK 0x02  /* record the mark of epoch (CHUNK_MARK only) */
+/* Chunk content hashes are BLAKE2b-256 (doc/fs-format.md §4). */
+#define KV_MSG_CHUNK_HASH_LEN 32
+/* Hashes in one CHUNK_TOUCH or CHUNK_MARK at most. */
+#define KV_MSG_CHUNK_KEYS_MAX 65536
 
 /*
  * Decoder limits (doc/protocol.md §7). kv_msg_limits_default() gives:
@@ -257,6 +292,63 @@ struct kv_msg_replica_ack {
 };
 
 /*
+ * CHUNK_PUT (§5.9) and REPLICA_CHUNK_PUT (§6.6; w 0): store @data under
+ * chunk key @key put-if-absent. CHUNK_GET and REPLICA_CHUNK_GET use @key
+ * alone (w 0, data empty).
+ */
+struct kv_msg_chunk {
+	uint8_t w;           /* CHUNK_PUT: 0 = cluster default */
+	uint32_t timeout_ms; /* 0 = node default */
+	struct kv_slice key; /* a chunk key: 00 63 + 32-byte hash */
+	struct kv_slice data; /* CHUNK_PUT only: at most limits.max_value */
+};
+
+/* CHUNK_PUT_REPLY, REPLICA_CHUNK_PUT_ACK: KV_MSG_CHUNK_F_EXISTED. */
+struct kv_msg_chunk_put_reply {
+	uint8_t flags;
+};
+
+/* CHUNK_GET_REPLY, REPLICA_CHUNK_GET_REPLY: the chunk's bytes. */
+struct kv_msg_chunk_data {
+	struct kv_slice data;
+};
+
+/*
+ * CHUNK_TOUCH (§5.9, flags TOUCH, epoch 0) and CHUNK_MARK (§6.7): chunks
+ * named by their content hashes, @n * 32 bytes at @hashes (borrowed).
+ */
+struct kv_msg_chunk_keys {
+	uint8_t flags;       /* KV_MSG_CHUNK_F_* */
+	uint32_t timeout_ms; /* 0 = node default */
+	uint64_t epoch;      /* CHUNK_MARK with MARK: the gc epoch; else 0 */
+	const uint8_t *hashes;
+	size_t n;            /* 1..KV_MSG_CHUNK_KEYS_MAX */
+};
+
+/* CHUNK_TOUCH_REPLY, CHUNK_MARK_ACK: chunk records found and updated. */
+struct kv_msg_count {
+	uint64_t count;
+};
+
+/* GC (§6.7, epoch 0), GC_MARK (grace 0) and GC_SWEEP (§6.7). */
+struct kv_msg_gc {
+	uint32_t timeout_ms; /* 0 = node default */
+	uint64_t epoch;      /* GC_MARK, GC_SWEEP: the epoch; GC: 0 */
+	uint64_t grace_s;    /* GC, GC_SWEEP: keep chunks touched more recently */
+};
+
+/* GC_REPLY, GC_MARK_DONE and GC_SWEEP_DONE: what a gc (or its part) did. */
+struct kv_msg_gc_reply {
+	uint64_t epoch;
+	uint64_t nodes;    /* members that took part */
+	uint64_t versions; /* live versions scanned */
+	uint64_t refs;     /* chunk references marked (each replica counts) */
+	uint64_t kept;     /* chunk records the sweep looked at and kept */
+	uint64_t swept;    /* chunks deleted */
+	uint64_t bytes;    /* chunk bytes deleted */
+};
+
+/*
  * A message: @type says which member of the union is valid. Caller-owned:
  * kv_msg_init() / kv_msg_release(). STATS has no fields.
  */
@@ -277,6 +369,13 @@ struct kv_msg {
 		struct kv_msg_stats_reply stats_reply;
 		struct kv_msg_replica_write replica_write; /* REPLICA_WRITE, READ_REPAIR */
 		struct kv_msg_replica_ack replica_ack;     /* ..._ACK */
+		struct kv_msg_chunk chunk;                 /* CHUNK_PUT/GET, REPLICA_CHUNK_* */
+		struct kv_msg_chunk_put_reply chunk_put_reply;
+		struct kv_msg_chunk_data chunk_data;       /* CHUNK_GET_REPLY, REPLICA_..._REPLY */
+		struct kv_msg_chunk_keys chunk_keys;       /* CHUNK_TOUCH, CHUNK_MARK */
+		struct kv_msg_count count;                 /* CHUNK_TOUCH_REPLY, CHUNK_MARK_ACK */
+		struct kv_msg_gc gc;                       /* GC, GC_MARK, GC_SWEEP */
+		struct kv_msg_gc_reply gc_reply;           /* GC_REPLY, GC_*_DONE */
 	};
 };
 

@@ -756,7 +756,7 @@ static void test_proto__unknown_type_is_a_version_error(void **state)
 {
 	(void)state;
 	static const uint16_t unknown[] = {
-		KV_MSG_NONE, 0x0005, 0x000e, 0x001a, 0x003f, 0x004b, 0x007f,
+		KV_MSG_NONE, 0x0005, 0x000e, 0x0020, 0x003f, 0x004b, 0x007f,
 		KV_MSG_RANGE_GOSSIP_FIRST, KV_MSG_RANGE_HINTS_FIRST, KV_MSG_RANGE_AAE_LAST,
 		KV_MSG_RANGE_STREAM_FIRST, KV_MSG_RANGE_ADMIN_LAST, 0x0200, 0xffff,
 	};

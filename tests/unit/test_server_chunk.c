@@ -1,0 +1,256 @@
+/*
+ * test_server_chunk.c - chunks and gc end to end (doc/node.md "Chunks and
+ * reclamation"): three real servers (node/server.h) in this process on
+ * 127.0.0.1, each in its own temp directory, driven through the real client
+ * library (kv_client_chunk_put/get/touch, kv_client_put, kv_client_gc).
+ * Every server is stopped and every directory removed on the paths the test
+ * controls; every call is bounded by the client's deadline.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "client/client.h"
+#include "fuse/chunk.h"
+#include "fuse/object.h"
+#include "node/server.h"
+#include "proto/auth.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define NNODES 3
+
+struct cluster {
+	char dir[256];
+	uint16_t ports[NNODES];
+	struct kv_server *srv[NNODES];
+	char nodes[NNODES][32];
+};
+
+static uint16_t free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	socklen_t len = sizeof a;
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static void node_start(struct cluster *cl, int i)
+{
+	struct kv_server_options *o = malloc(sizeof *o);
+	assert_non_null(o);
+	kv_server_options_default(o);
+	o->node_id = (uint32_t)(i + 1);
+	o->listen_port = cl->ports[i];
+	snprintf(o->data_dir, sizeof o->data_dir, "%s/n%d", cl->dir, i + 1);
+	snprintf(o->cluster, sizeof o->cluster, "test");
+	assert_int_equal(kv_auth_secret_set(&o->secret, kv_slice_str("s3cret")), 0);
+	for (int k = 0; k < NNODES; k++) {
+		o->members[k].id = (uint32_t)(k + 1);
+		snprintf(o->members[k].host, sizeof o->members[k].host, "127.0.0.1");
+		o->members[k].port = cl->ports[k];
+	}
+	o->n_members = NNODES;
+	o->timeout_ms = 3000;
+	o->connect_timeout_ms = 500;
+	o->memtable_bytes = 1 << 20;
+	o->cache_bytes = 1 << 20;
+	o->log_level = KV_LOG_ERROR;
+	char err[256];
+	int rc = kv_server_start(o, &cl->srv[i], err, sizeof err);
+	if (rc != 0)
+		print_message("node %d: %s\n", i + 1, err);
+	assert_int_equal(rc, 0);
+	free(o);
+}
+
+static void cluster_down(struct cluster *cl)
+{
+	for (int i = 0; i < NNODES; i++)
+		if (cl->srv[i] != NULL)
+			assert_int_equal(kv_server_stop(cl->srv[i]), 0);
+	char cmd[512];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", cl->dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static struct kv_client *client_of(struct cluster *cl, int i)
+{
+	struct kv_auth_secret sec;
+	assert_int_equal(kv_auth_secret_set(&sec, kv_slice_str("s3cret")), 0);
+	struct kv_client_config cfg = { 0 };
+	cfg.nodes = cl->nodes[i];
+	cfg.cluster = "test";
+	cfg.secret = &sec;
+	cfg.timeout_ms = 5000;
+	struct kv_client *c = NULL;
+	assert_int_equal(kv_client_new(&cfg, &c), 0);
+	kv_auth_secret_release(&sec);
+	return c;
+}
+
+static void make_chunk(uint8_t *data, size_t n, unsigned seed, uint8_t key[KV_FS_CHUNK_KEY_LEN],
+		       uint8_t hash[KV_FS_HASH_LEN])
+{
+	for (size_t i = 0; i < n; i++)
+		data[i] = (uint8_t)(seed * 31 + i * 13 + (i >> 9));
+	kv_fs_hash(data, n, hash);
+	kv_fs_chunk_key(hash, key);
+}
+
+/* Puts a chunked file @path whose single chunk is @hash (of @size bytes). */
+static void put_file(struct kv_client *c, const char *path, const uint8_t *hash, uint32_t size)
+{
+	struct kv_fs_manifest man;
+	kv_fs_manifest_init(&man, KV_FS_CHUNK_SHIFT);
+	assert_int_equal(kv_fs_manifest_append(&man, hash, size), 0);
+	struct kv_buf body = KV_BUF_INIT, meta = KV_BUF_INIT;
+	assert_int_equal(kv_fs_manifest_encode(&man, &body), 0);
+	struct kv_fs_meta fm;
+	memset(&fm, 0, sizeof fm);
+	fm.type = KV_FS_FILE;
+	fm.mode = 0644;
+	kv_fs_meta_set_body(&fm, KV_FS_STORE_CHUNKED, kv_buf_slice(&body), size);
+	assert_int_equal(kv_fs_meta_encode(&fm, &meta), 0);
+	assert_int_equal(kv_client_put(c, kv_slice_str(path), NULL, kv_buf_slice(&meta),
+				       kv_buf_slice(&body), NULL, NULL, NULL),
+			 0);
+	kv_buf_release(&body);
+	kv_buf_release(&meta);
+	kv_fs_manifest_release(&man);
+}
+
+static void test_server_chunk__put_get_through_each_node_then_gc(void **state)
+{
+	(void)state;
+	struct cluster cl;
+	memset(&cl, 0, sizeof cl);
+	snprintf(cl.dir, sizeof cl.dir, "/tmp/kvfs-test-chunk-XXXXXX");
+	assert_non_null(mkdtemp(cl.dir));
+	for (int i = 0; i < NNODES; i++) {
+		cl.ports[i] = free_port();
+		snprintf(cl.nodes[i], sizeof cl.nodes[i], "127.0.0.1:%u", cl.ports[i]);
+	}
+	for (int i = 0; i < NNODES; i++)
+		node_start(&cl, i);
+	struct kv_client *c[NNODES];
+	for (int i = 0; i < NNODES; i++)
+		c[i] = client_of(&cl, i);
+
+	/* A full-size chunk, a small one, and garbage. */
+	size_t sizes[3] = { KV_FS_CHUNK_SIZE, 1000, 5000 };
+	uint8_t *data[3];
+	uint8_t key[3][KV_FS_CHUNK_KEY_LEN], hash[3][KV_FS_HASH_LEN];
+	for (int k = 0; k < 3; k++) {
+		data[k] = malloc(sizes[k]);
+		assert_non_null(data[k]);
+		make_chunk(data[k], sizes[k], (unsigned)k + 1, key[k], hash[k]);
+		struct kv_slice ks = kv_slice_make(key[k], KV_FS_CHUNK_KEY_LEN);
+		int rc = kv_client_chunk_put(c[k % NNODES], ks, kv_slice_make(data[k], sizes[k]), NULL);
+		if (rc < 0)
+			print_message("chunk_put: %s\n", kv_client_errmsg(c[k % NNODES]));
+		assert_int_equal(rc, 0);
+		/* A second upload is put-if-absent: it only refreshes the age. */
+		assert_int_equal(kv_client_chunk_put(c[(k + 1) % NNODES], ks,
+						     kv_slice_make(data[k], sizes[k]), NULL),
+				 1);
+		struct kv_buf got = KV_BUF_INIT;
+		for (int i = 0; i < NNODES; i++) {
+			assert_int_equal(kv_client_chunk_get(c[i], ks, NULL, &got), 0);
+			assert_int_equal(got.n, sizes[k]);
+			assert_memory_equal(got.p, data[k], sizes[k]);
+		}
+		kv_buf_release(&got);
+	}
+	/* Bad data, ordinary writes and reads in the chunk space: refused. */
+	data[1][0] ^= 1;
+	assert_int_equal(kv_client_chunk_put(c[0], kv_slice_make(key[1], KV_FS_CHUNK_KEY_LEN),
+					     kv_slice_make(data[1], sizes[1]), NULL),
+			 KV_EINVAL);
+	data[1][0] ^= 1;
+	assert_int_equal(kv_client_put(c[0], kv_slice_make(key[1], KV_FS_CHUNK_KEY_LEN), NULL,
+				       kv_slice_make(NULL, 0), kv_slice_str("x"), NULL, NULL, NULL),
+			 KV_EINVAL);
+	assert_non_null(strstr(kv_client_errmsg(c[0]), "reserved key space"));
+	struct kv_buf none = KV_BUF_INIT;
+	uint8_t absent[KV_FS_CHUNK_KEY_LEN];
+	memcpy(absent, key[2], sizeof absent);
+	absent[5] ^= 0xff;
+	assert_int_equal(kv_client_chunk_get(c[1], kv_slice_make(absent, sizeof absent), NULL, &none),
+			 KV_ENOTFOUND);
+	/* A lease on the garbage chunk for a moment. */
+	struct kv_slice touch[1] = { kv_slice_make(key[2], KV_FS_CHUNK_KEY_LEN) };
+	assert_int_equal(kv_client_chunk_touch(c[2], touch, 1, NULL), 3);
+
+	put_file(c[0], "/big", hash[0], (uint32_t)sizes[0]);
+	put_file(c[1], "/small", hash[1], (uint32_t)sizes[1]);
+
+	/* Grace 1 hour: nothing goes. */
+	struct kv_client_gc_result r;
+	int rc = kv_client_gc(c[1], -1, NULL, &r);
+	if (rc < 0)
+		print_message("gc: %s\n", kv_client_errmsg(c[1]));
+	assert_int_equal(rc, 0);
+	assert_int_equal(r.nodes, 3);
+	assert_int_equal(r.swept, 0);
+	assert_true(r.refs >= 2 * 3);
+	/* Grace 1 s, after 1.5 s: the garbage goes from its three replicas. */
+	usleep(1500 * 1000);
+	assert_int_equal(kv_client_gc(c[2], 1, NULL, &r), 0);
+	assert_int_equal(r.swept, 3);
+	assert_int_equal(r.bytes, 3 * sizes[2]);
+	assert_int_equal(kv_client_chunk_get(c[0], touch[0], NULL, &none), KV_ENOTFOUND);
+	struct kv_buf got = KV_BUF_INIT;
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < NNODES; i++) {
+			assert_int_equal(kv_client_chunk_get(c[i], kv_slice_make(key[k], KV_FS_CHUNK_KEY_LEN),
+							     NULL, &got),
+					 0);
+			assert_memory_equal(got.p, data[k], sizes[k]);
+		}
+	/* A member down: the gc fails and says so; nothing is swept. */
+	assert_int_equal(kv_server_stop(cl.srv[2]), 0);
+	cl.srv[2] = NULL;
+	rc = kv_client_gc(c[0], 0, NULL, &r);
+	assert_true(rc < 0);
+	assert_non_null(strstr(kv_client_errmsg(c[0]), "nothing was swept"));
+	for (int k = 0; k < 2; k++)
+		assert_int_equal(kv_client_chunk_get(c[0], kv_slice_make(key[k], KV_FS_CHUNK_KEY_LEN),
+						     NULL, &got),
+				 0);
+	kv_buf_release(&got);
+	kv_buf_release(&none);
+	for (int i = 0; i < NNODES; i++)
+		kv_client_free(c[i]);
+	for (int k = 0; k < 3; k++)
+		free(data[k]);
+	cluster_down(&cl);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	return kv_auth_init() == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_server_chunk__put_get_through_each_node_then_gc),
+	};
+	return cmocka_run_group_tests(tests, setup, NULL);
+}
