@@ -139,7 +139,7 @@ static int parse_key(const struct opts *o, const char *arg, struct kv_slice *key
 		hex = arg + 4;
 	if (!hex) {
 		*key = kv_slice_str(arg);
-		return 0;
+		return key->n > KV_MSG_KEY_MAX ? -2 : 0; /* doc/protocol.md §7 */
 	}
 	size_t n = strlen(hex);
 	if (n % 2)
@@ -157,7 +157,7 @@ static int parse_key(const struct opts *o, const char *arg, struct kv_slice *key
 	}
 	*owned = p;
 	*key = kv_slice_make(p, n / 2);
-	return 0;
+	return key->n > KV_MSG_KEY_MAX ? -2 : 0;
 }
 
 static void format_dot(struct kv_dot d, char *buf, size_t n)
@@ -305,8 +305,11 @@ static int cmd_put(struct kv_client *c, const struct opts *o, int argc, char **a
 	struct kv_ctx ctx = KV_CTX_INIT;
 	const char *what;
 	int rc, ex = EXIT_ERR;
-	if (parse_key(o, argv[optind], &key, &owned) < 0) {
-		fail("put", key, false, "bad hex key '%s'", argv[optind]);
+	if ((rc = parse_key(o, argv[optind], &key, &owned)) < 0) {
+		if (rc == -2)
+			fail("put", key, false, "key of %zu bytes is above the 4096-byte limit", key.n);
+		else
+			fail("put", key, false, "bad hex key '%s'", argv[optind]);
 		goto out;
 	}
 	rc = read_value(argc - optind == 2 ? argv[optind + 1] : NULL, MAX_VALUE, &value, &what);
@@ -381,8 +384,11 @@ static int cmd_get(struct kv_client *c, const struct opts *o, int argc, char **a
 	struct kv_dvv set = KV_DVV_INIT;
 	const struct kv_version **shown = NULL;
 	int rc, ex = EXIT_ERR;
-	if (parse_key(o, argv[optind], &key, &owned) < 0) {
-		fail("get", key, false, "bad hex key '%s'", argv[optind]);
+	if ((rc = parse_key(o, argv[optind], &key, &owned)) < 0) {
+		if (rc == -2)
+			fail("get", key, false, "key of %zu bytes is above the 4096-byte limit", key.n);
+		else
+			fail("get", key, false, "bad hex key '%s'", argv[optind]);
 		goto out;
 	}
 	struct kv_client_call call = KV_CLIENT_CALL_INIT;
@@ -467,8 +473,11 @@ static int cmd_delete(struct kv_client *c, const struct opts *o, int argc, char 
 	uint8_t *owned = NULL;
 	struct kv_ctx ctx = KV_CTX_INIT;
 	int rc, ex = EXIT_ERR;
-	if (parse_key(o, argv[optind], &key, &owned) < 0) {
-		fail("delete", key, false, "bad hex key '%s'", argv[optind]);
+	if ((rc = parse_key(o, argv[optind], &key, &owned)) < 0) {
+		if (rc == -2)
+			fail("delete", key, false, "key of %zu bytes is above the 4096-byte limit", key.n);
+		else
+			fail("delete", key, false, "bad hex key '%s'", argv[optind]);
 		goto out;
 	}
 	if (ctx_arg) {
@@ -526,8 +535,11 @@ static int cmd_list(struct kv_client *c, const struct opts *o, int argc, char **
 	struct kv_buf cursor = KV_BUF_INIT;
 	const struct kv_version **shown = NULL;
 	int rc, ex = EXIT_ERR;
-	if (parse_key(o, argv[optind], &dir, &owned) < 0) {
-		fail("list", dir, false, "bad hex dir '%s'", argv[optind]);
+	if ((rc = parse_key(o, argv[optind], &dir, &owned)) < 0) {
+		if (rc == -2)
+			fail("list", dir, false, "dir of %zu bytes is above the 4096-byte limit", dir.n);
+		else
+			fail("list", dir, false, "bad hex dir '%s'", argv[optind]);
 		goto out;
 	}
 	/* "/" names the root, whose directory key is "" (DESIGN §2) */

@@ -110,6 +110,10 @@ expect_ok "put of a 4096-byte key" ctl 3 put "$long" - < <(printf 'long')
 expect_ok "get of a 4096-byte key through node 1" ctl 1 get "$long"
 assert_eq "$(cat "$KV_TMP/out")" "long" "value of the 4096-byte key"
 expect_fail "put of a 4097-byte key" ctl 3 put "${long}y" - < <(printf 'too long')
+case "$ERRLINE" in
+  *"above the 4096-byte limit"*) ;;
+  *) fail "put of a 4097-byte key: want a one-line limit error, got: $ERRLINE" ;;
+esac
 step "  error: $ERRLINE"
 
 for i in 1 2 3; do assert_alive "$i"; done
