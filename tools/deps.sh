@@ -9,6 +9,7 @@ KVFS_PACKAGES=(
   libleveldb-dev libsnappy-dev
   clang libclang-rt-14-dev
   nftables iproute2 procps psmisc
+  rsync git python3
 )
 
 kvfs_install_deps() {

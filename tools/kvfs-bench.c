@@ -5,6 +5,8 @@
  *   kvfs-bench leveldb [flags]    the same, on LevelDB through its C API
  *   kvfs-bench fsync [flags]      raw append + fdatasync latency of a disk
  *   kvfs-bench measure -- CMD     runs CMD, reports its wchar and peak RSS
+ *   kvfs-bench cluster -c ADDRS   load on a running kvfs cluster (or etcd's gateway)
+ *   kvfs-bench fs MOUNTPOINT      file system workloads on a mount (tools/bench-fs)
  *
  * tools/bench-storage runs kvfs, LevelDB and RocksDB's db_bench one after
  * another with these. Manual: man/kvfs-bench.1; method: doc/benchmarks.md.
@@ -14,6 +16,8 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_cluster.h"
+#include "bench_fs.h"
 
 static void usage(FILE *out)
 {
@@ -23,6 +27,8 @@ static void usage(FILE *out)
 		"  leveldb  the same benchmarks on LevelDB%s\n"
 		"  fsync    raw durable-append latency of the disk under --dir\n"
 		"  measure  run a command; report the bytes it wrote and its peak RSS\n"
+		"  cluster  put/get load on a running cluster (kvfs, or etcd for comparison)\n"
+		"  fs       file workloads on a mounted directory (kvfs, sshfs, local disk)\n"
 		"Run 'kvfs-bench COMMAND --help' for the flags; see kvfs-bench(1).\n",
 #ifdef KVFS_BENCH_LEVELDB
 		""
@@ -63,6 +69,10 @@ int main(int argc, char **argv)
 		return bench_fsync_main(argc, argv);
 	if (!strcmp(cmd, "measure"))
 		return bench_measure_main(argc, argv);
+	if (!strcmp(cmd, "cluster"))
+		return bench_cluster_main(argc, argv);
+	if (!strcmp(cmd, "fs"))
+		return bench_fs_main(argc, argv);
 	fprintf(stderr, "kvfs-bench: unknown command '%s' (try kvfs-bench --help)\n", cmd);
 	return 2;
 }
