@@ -855,7 +855,7 @@ int kv_config_parse_args(struct kv_server_options *o, int argc, char **argv, cha
 	}
 	/* Second pass: flags override the file. */
 	for (int i = 1; i < argc; i++) {
-		const char *value;
+		const char *value = NULL;
 
 		flag_key(argv[i], &k, &value);
 		if (!value)

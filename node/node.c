@@ -399,7 +399,14 @@ int kv_node_init(struct kv_node *node, const struct kv_node_config *cfg)
 	node->request_timeout_ns = cfg->request_timeout_ns;
 	node->limits = cfg->limits;
 	node->rng = cfg->rng;
-	node->next_id = 1;
+	/*
+	 * Ids start at a random point (below 2^62, never 0), not at 1: a peer's
+	 * reply to a request of this node's previous incarnation can still
+	 * arrive after a restart, and must not match a new request by its id
+	 * (found by tests/sim: a FORWARD_PUT_REPLY for one key answered a
+	 * forward of another). A driver seeds the rng differently per start.
+	 */
+	node->next_id = (kv_rng_next(&node->rng) >> 2) + 1;
 	/* Counters up to the persisted lease may have been used: none of them
 	 * is handed out again (the first put waits for a new lease). */
 	kv_counter_init(&node->counter, cfg->counter_lease, cfg->counter_block);
@@ -444,6 +451,11 @@ void kv_node_release(struct kv_node *node)
 	kv_ring_free(node->ring);
 	free(node->ring_to_id);
 	memset(node, 0, sizeof *node);
+}
+
+bool kv_node_actor_tainted(const struct kv_node *node)
+{
+	return node->actor_tainted;
 }
 
 size_t kv_node_ops_in_flight(const struct kv_node *node)

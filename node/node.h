@@ -224,6 +224,11 @@ struct kv_node {
 				    * versions (DESIGN §4: a timestamp orders
 				    * siblings for display). 0 = stamp with now_ns,
 				    * as the simulator does with its virtual time. */
+	bool actor_tainted;        /* a coordinated put's local write failed after
+				    * its set was shipped: this actor mints no more
+				    * (kv_node_actor_tainted()). A driver may also
+				    * set it for a write failure it no longer steps
+				    * into the core (while stopping). */
 };
 
 /*
@@ -303,6 +308,18 @@ bool kv_node_key_is_chunk(struct kv_slice key);
  * plus the hint lifetime (DESIGN §7 "Reclaiming chunks").
  */
 #define KV_NODE_GC_GRACE_DEFAULT_S 3600u
+
+/*
+ * True once a coordinated put's local write failed after the put's sibling
+ * set had been shipped to the other replicas (doc/node.md "Put"): replicas
+ * may hold a dot of this actor that the node's own storage lost, so the node
+ * mints nothing more under this actor — every later coordinated put is
+ * answered ERROR KV_ECLOSED "local storage failed; restart the node" (a
+ * forwarder then tries the next replica). Sticky until kv_node_release().
+ * The driver must then treat its stop as unclean (keep the RUNNING marker),
+ * so the restart takes a new epoch (DESIGN §4 "Actors").
+ */
+bool kv_node_actor_tainted(const struct kv_node *node);
 
 /* Operations in flight (for tests and metrics). */
 size_t kv_node_ops_in_flight(const struct kv_node *node);

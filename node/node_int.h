@@ -109,6 +109,9 @@ struct kv_node_put_args {
 
 #define KV_NODE_MAX_PEERS KV_RING_MAX_REPLICAS
 
+/* The text of KV_ECLOSED once node->actor_tainted is set (node_put.c). */
+#define KV_NODE_TAINTED_TEXT "local storage failed; restart the node"
+
 /*
  * One operation in flight. Lives on node->ops from creation to
  * op_finish(); an operation of a key's queue is also on that key's list.

@@ -3,10 +3,14 @@
  * "Replicas read, join, write"; doc/node.md "Put"):
  *
  *   any node        PUT/DELETE -> FORWARD_PUT to the first answering replica
- *   coordinating    key queue: read -> kv_dvv_put (mint) -> write
- *   replica         -> REPLICA_WRITE of the whole set to the other replicas,
- *                   reply at W acks (the local write is the first)
+ *   coordinating    key queue: read -> kv_dvv_put (mint) -> write, and in
+ *   replica         the same step REPLICA_WRITE of the whole set to the other
+ *                   replicas; reply at W acks (the local write counts once
+ *                   durable); the key's queue waits for the local write
  *   other replicas  key queue: read -> kv_dvv_join -> write -> ack
+ *
+ * A local write that fails after its set was shipped taints the actor: the
+ * node mints nothing more under it (doc/node.md "Put", "Epochs").
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -80,6 +84,12 @@ static void send_accepted(struct kv_node_op *op, struct kv_effects *out)
 static int become_coordinator(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
 			      struct kv_effects *out)
 {
+	if (node->actor_tainted) {
+		/* Before FORWARD_PUT_ACCEPTED: a forwarder takes KV_ECLOSED as
+		 * "unreachable" and tries the next replica at once. */
+		fail(node, op, KV_ECLOSED, KV_NODE_TAINTED_TEXT, out);
+		return 0;
+	}
 	send_accepted(op, out);
 	op->kind = OP_COORD_PUT;
 	op->needed = op->put.w ? op->put.w : node->w;
@@ -199,19 +209,19 @@ int kv_node__put_start(struct kv_node *node, struct kv_node_op *op, struct kv_ef
 	return rc;
 }
 
-/* Sends the whole set to the other replicas and counts the local write. */
+/*
+ * Sends the whole set to the other replicas (REPLICA_WRITE) and clears the
+ * acks. This node's own slot is left unanswered: the caller counts it with
+ * count_local() once the local copy is durable. Leaves op->state alone.
+ */
 static int ship(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
 {
-	op->state = ST_WAIT;
 	op->nanswered = 0;
 	for (uint32_t i = 0; i < op->npref; i++) {
 		op->answered[i] = false;
 		op->peer_req[i] = 0;
-		if (op->pref[i] == node->self_id) {
-			op->answered[i] = true;
-			op->nanswered++;
+		if (op->pref[i] == node->self_id)
 			continue;
-		}
 		uint64_t req = kv_node__id(node);
 		struct kv_node_msg_out *m = kv_node__send(out, op->pref[i], req, KV_MSG_REPLICA_WRITE);
 		if (m == NULL ||
@@ -223,13 +233,28 @@ static int ship(struct kv_node *node, struct kv_node_op *op, struct kv_effects *
 	return 0;
 }
 
-/* Replies once W acks are in; the operation ends when it has replied. */
+/* Counts this node's own copy of the set as one ack (it is durable). */
+static void count_local(struct kv_node *node, struct kv_node_op *op)
+{
+	for (uint32_t i = 0; i < op->npref; i++)
+		if (op->pref[i] == node->self_id && !op->answered[i]) {
+			op->answered[i] = true;
+			op->nanswered++;
+		}
+}
+
+/*
+ * Replies once W acks are in — replica acks may complete W before the local
+ * write does (W=1 included). The operation ends when it has replied and its
+ * local write is no longer outstanding (the key's queue waits on that write,
+ * and its failure must still taint the actor).
+ */
 static int check_acks(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
 {
 	int rc = 0;
 	if (!op->replied && op->nanswered >= op->needed)
 		rc = answer_success(op, out);
-	if (op->replied)
+	if (op->replied && op->state != ST_WRITE)
 		kv_node__op_finish(node, op, out);
 	return rc;
 }
@@ -243,6 +268,11 @@ static int check_acks(struct kv_node *node, struct kv_node_op *op, struct kv_eff
 static int mint(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
 		struct kv_effects *out)
 {
+	if (node->actor_tainted) {
+		/* Queued before a local write of this actor failed: mint nothing. */
+		fail(node, op, KV_ECLOSED, KV_NODE_TAINTED_TEXT, out);
+		return 0;
+	}
 	struct kv_dvv_write w;
 	memset(&w, 0, sizeof w);
 	w.context = &op->put.context;
@@ -267,17 +297,30 @@ static int mint(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
 		return 0;
 	}
 	if (rc == 1) {
-		/* A retry: the set is stored already; ship it again, no write. */
+		/* A retry: the set is stored already (the local ack); ship it
+		 * again, no write. */
 		op->retry = true;
+		op->state = ST_WAIT;
 		kv_node__dequeue(node, op, out);
 		rc = ship(node, op, out);
+		count_local(node, op);
 		int rc2 = check_acks(node, op, out);
 		return rc ? rc : rc2;
 	}
 	rc = kv_node__storage_write(node, op, &op->set, out);
-	if (rc != 0)
+	if (rc != 0) {
 		fail(node, op, rc, "cannot write the key", out);
-	return rc;
+		return rc;
+	}
+	/*
+	 * Ship in the same step as the local write (doc/node.md "Put"): a W=2
+	 * put costs one fsync and a round trip, not two fsyncs in a row. Safe
+	 * because this actor never mints again after losing a shipped dot: a
+	 * failed local write taints it (kv_node__put_on_write), and every
+	 * unclean restart takes a new epoch (DESIGN §4 "Who mints a dot").
+	 * The state stays ST_WRITE: the key's queue waits for the local write.
+	 */
+	return ship(node, op, out);
 }
 
 int kv_node__put_on_read(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
@@ -301,15 +344,26 @@ int kv_node__put_on_write(struct kv_node *node, uint64_t now_ns, struct kv_node_
 			  const struct kv_input *in, struct kv_effects *out)
 {
 	(void)now_ns;
+	op->state = ST_WAIT;
 	if (in->write.status != 0) {
-		fail(node, op, in->write.status, "the local write failed", out);
+		/*
+		 * The set was shipped with the write: replicas may hold its dot
+		 * (and W may even have been met) while this node's copy is gone.
+		 * Minting again under this actor could cover that dot with a
+		 * context that never saw it, so the actor is done: no more
+		 * coordinated puts, and the driver leaves the RUNNING marker so
+		 * that the restart takes a new epoch (doc/node.md "Epochs").
+		 */
+		node->actor_tainted = true;
+		fail(node, op, KV_ECLOSED,
+		     "the local write failed after the set was shipped (the write may still "
+		     "have reached some replicas); " KV_NODE_TAINTED_TEXT, out);
 		return 0;
 	}
-	/* Durable: the next operation on the key may start (DESIGN §4). */
+	/* Durable: the local ack; the next operation on the key may start. */
+	count_local(node, op);
 	kv_node__dequeue(node, op, out);
-	int rc = ship(node, op, out);
-	int rc2 = check_acks(node, op, out);
-	return rc ? rc : rc2;
+	return check_acks(node, op, out);
 }
 
 int kv_node__put_on_reply(struct kv_node *node, uint64_t now_ns, struct kv_node_op *op,
@@ -380,7 +434,8 @@ int kv_node__put_on_reply(struct kv_node *node, uint64_t now_ns, struct kv_node_
 		kv_node__op_finish(node, op, out);
 		return 0;
 	}
-	if (op->kind != OP_COORD_PUT || op->state != ST_WAIT)
+	/* Replica acks count while the local write is still in flight too. */
+	if (op->kind != OP_COORD_PUT || (op->state != ST_WAIT && op->state != ST_WRITE))
 		return 0;
 	if (msg->type != KV_MSG_REPLICA_WRITE_ACK)
 		return 0; /* a refused write does not count; the timer decides */

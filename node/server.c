@@ -216,21 +216,19 @@ static int node_state_write(const char *dir, const struct node_state *st)
 
 /*
  * The clean-shutdown marker: RUNNING exists while the node runs and names
- * its sync policy; a clean stop removes it. Returns 1 when it was left by
- * an unclean stop under sync=none, 0 otherwise.
+ * its sync policy (for people); a clean stop removes it. Returns 1 when it
+ * was left behind — an unclean stop, under any sync policy — else 0.
+ * Every unclean stop takes a new epoch (doc/node.md "Epochs"): a
+ * coordinating replica ships a put's set in parallel with its own write,
+ * so a crash may lose a local write whose dot other replicas already hold.
  */
-static int running_marker_unclean_none(const char *dir)
+static int running_marker_present(const char *dir)
 {
-	char path[4200], text[64] = "";
+	char path[4200];
+	struct stat stbuf;
 	if (path_join(path, sizeof path, dir, RUNNING_FILE) != 0)
 		return 0;
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return 0;
-	size_t n = fread(text, 1, sizeof text - 1, f);
-	fclose(f);
-	text[n] = '\0';
-	return strstr(text, "sync=none") != NULL ? 1 : 0;
+	return stat(path, &stbuf) == 0 ? 1 : 0;
 }
 
 static int running_marker_set(const char *dir, const char *sync)
@@ -579,8 +577,17 @@ static void done_async_cb(uv_async_t *h)
 		if (w->status != 0)
 			kv_error("node %s: storage write failed: %s", s->self_name,
 				 kv_strerror(w->status));
-		if (!s->stopping)
+		if (!s->stopping) {
+			bool tainted = kv_node_actor_tainted(&s->node);
 			step(s, &in);
+			if (!tainted && kv_node_actor_tainted(&s->node))
+				kv_error("node %s: a local write failed after its put was "
+					 "shipped: refusing coordinated puts until a restart "
+					 "(which takes a new epoch)", s->self_name);
+		} else if (w->status != 0)
+			/* Not stepped any more: it may be a shipped put's local
+			 * write, so the stop must count as unclean. */
+			s->node.actor_tainted = true;
 		free(w);
 	}
 	kv_srv__maybe_finish(s);
@@ -833,9 +840,11 @@ static int open_state(struct kv_server *s, const struct kv_lsm_open_report *rep,
 		if (rep->possible_loss) {
 			epoch++;
 			why = "recovery reported possible loss";
-		} else if (running_marker_unclean_none(dir)) {
+		} else if (running_marker_present(dir)) {
+			/* DESIGN §4 "Who mints a dot": a shipped dot's local
+			 * write may be lost (doc/node.md "Epochs"). */
 			epoch++;
-			why = "the last stop was unclean under sync=none";
+			why = "the last stop was unclean (RUNNING was left behind)";
 		}
 	}
 	struct kv_buf val = KV_BUF_INIT;
@@ -1111,11 +1120,16 @@ int kv_server_stop(struct kv_server *s)
 	if (rc != 0)
 		kv_error("node %s: uv_loop_close: %s", s->self_name, uv_strerror(rc));
 	int rc2 = kv_lsm_close(s->db);
-	if (rc2 == 0)
-		running_marker_clear(s->o.data_dir);
-	else
+	if (rc2 != 0)
 		kv_error("node %s: closing the storage engine: %s", s->self_name,
 			 kv_strerror(rc2));
+	else if (kv_node_actor_tainted(&s->node))
+		/* A shipped put's local write failed: RUNNING stays, so the
+		 * next start takes a new epoch (doc/node.md "Epochs"). */
+		kv_warn("node %s: a local write failed after its put was shipped; "
+			"the next start takes a new epoch", s->self_name);
+	else
+		running_marker_clear(s->o.data_dir);
 	kv_info("node %s: stopped", s->self_name);
 	server_free(s);
 	return rc2 != 0 ? rc2 : rc;

@@ -23,8 +23,13 @@
  *            in flight may also be torn) and a restart is the engine's
  *            recovery; possible loss there starts a new epoch.
  *   crash    drops the node and everything in flight to or from it;
- *            restart re-inits it from durable storage, passing the persisted
- *            dot-counter lease (kv_node_lease_skey()) as counter_lease.
+ *            restart re-inits it from durable storage. A crash is an
+ *            unclean stop, so the restart takes a new epoch, as the real
+ *            driver does (doc/node.md "Epochs"): the node's epoch is its
+ *            durable "NODE file"; the persisted dot-counter lease
+ *            (kv_node_lease_skey()) is passed as counter_lease only when its
+ *            record names that epoch — after a new epoch it does not, and
+ *            the counter starts over at lease 0.
  *   clients  each has at most one operation in flight: read-modify-write
  *            (GET, then PUT with the read's context) or a blind PUT, sent to
  *            a random node among those it may reach, with per-request R/W.
@@ -62,6 +67,12 @@ struct sim_config {
 	 * answers "not found" with this probability, so the replica's
 	 * read-join-write overwrites instead of joining. 0 in every real run. */
 	double bug_read_empty_p;
+	/* Another deliberate bug: a restart after a crash keeps the epoch (the
+	 * rule before coordinators shipped in parallel with their own write).
+	 * A coordinator that crashed after shipping a dot it had not made
+	 * durable then mints a later dot of the same actor, whose context
+	 * covers the shipped one. false in every real run. */
+	bool bug_keep_epoch_on_crash;
 	/* Storage backend: false = the in-memory map (for scale); true = the
 	 * real engine (src/lsm, deterministic mode) per node over its own
 	 * in-memory fault-injecting VFS (vfs_mem), for small runs. */

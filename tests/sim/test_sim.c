@@ -12,7 +12,9 @@
  * writes on both sides; crashes and restarts; chaos (500 seeds, 3-7 nodes,
  * partitions and crashes in the same runs, ~1,000 operations each); chaos
  * over the real storage engine on the fault-injecting VFS; 100 nodes with
- * 5,000 operations; replays; and a broken replica the checker must catch.
+ * 5,000 operations; replays; a broken replica the checker must catch;
+ * crashes aimed at the window of parallel shipping (doc/node.md "Put"), and
+ * the same with restarts that keep their epoch, which the checker must catch.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -498,6 +500,110 @@ static void test_sim__hundred_nodes(void **state)
 }
 
 /*
+ * One run aimed at the window parallel shipping opens (doc/node.md "Put"):
+ * slow, uneven disks and a fast network, so replicas often acknowledge a
+ * put before the coordinator's own write is durable; crashes every few tens
+ * of milliseconds, so a coordinator often dies inside that window; blind
+ * puts on four keys with random W, so the restarted coordinator soon mints
+ * on the same key and no client context can excuse a covered dot. With
+ * @keep_epoch (the deliberate bug) a restart reuses the actor. Returns
+ * whether the checker passed; *err gets its message.
+ */
+static bool crash_window_run(uint64_t seed, bool keep_epoch, struct totals *t, char *err,
+			     size_t errlen)
+{
+	struct sim_config cfg;
+	sim_config_default(&cfg);
+	cfg.seed = sim_seed(seed, 10);
+	cfg.nnodes = 3;
+	cfg.nkeys = 4;
+	cfg.nclients = 6;
+	cfg.rmw_p = 0; /* blind: no client context ever excuses a covered dot */
+	cfg.random_quorums = true;
+	cfg.net_min_ns = SIM_MS / 5;
+	cfg.net_max_ns = SIM_MS;
+	cfg.disk_min_ns = SIM_MS / 10;
+	cfg.disk_max_ns = 20 * SIM_MS;
+	cfg.think_max_ns = 5 * SIM_MS;
+	cfg.bug_keep_epoch_on_crash = keep_epoch;
+	struct kv_rng r;
+	kv_rng_seed(&r, cfg.seed ^ 0xe90c);
+	struct checker c;
+	chk_init(&c, cfg.nkeys);
+	struct sim *s = sim_new(&cfg, &c);
+	add_clients(s, cfg.nclients, 30); /* 180 blind puts: under 64 siblings a key */
+	int down = -1;
+	for (int step = 0; step < 100000 && sim_clients_busy(s); step++) {
+		sim_run_until(s, sim_now(s) + 5 * SIM_MS + kv_rng_below(&r, 40 * SIM_MS));
+		if (down >= 0) {
+			if (sim_restart(s, down) != 0)
+				fail_msg("crash-window seed %llu: restart failed",
+					 (unsigned long long)seed);
+			down = -1;
+		} else {
+			down = (int)kv_rng_below(&r, (uint64_t)cfg.nnodes);
+			sim_crash(s, down);
+		}
+	}
+	if (sim_clients_busy(s))
+		fail_msg("crash-window seed %llu: clients never finished", (unsigned long long)seed);
+	sim_run_idle(s);
+	int unread = sim_finish(s);
+	bool ok = unread == 0 && chk_verify(&c);
+	if (!ok)
+		snprintf(err, errlen, "%s", unread ? "final reads at R=N failed" : c.err);
+	add_totals(t, s, &c);
+	sim_free(s);
+	chk_release(&c);
+	return ok;
+}
+
+/*
+ * Parallel shipping under crashes aimed at its window: every restart takes
+ * a new epoch, so no acknowledged write is lost.
+ */
+static void test_sim__crash_inside_the_shipping_window_loses_no_acked_write(void **state)
+{
+	(void)state;
+	struct totals t = { 0 };
+	double t0 = wall();
+	int n = runs(200);
+	char err[600];
+	for (int i = 0; i < n; i++) {
+		uint64_t seed = base_seed + (uint64_t)i;
+		if (!crash_window_run(seed, false, &t, err, sizeof err))
+			fail_msg("crash-window seed %llu (replay: KV_SEED=%llu KV_SIM_RUNS=1): %s",
+				 (unsigned long long)seed, (unsigned long long)seed, err);
+	}
+	print_totals("crash window (3 nodes, slow disks, a crash every ~25 ms, blind puts, random W)", &t,
+		     wall() - t0);
+}
+
+/*
+ * The rule is needed: the same runs with restarts that keep the epoch (the
+ * rule before parallel shipping) must lose an acknowledged write within
+ * the budget of runs.
+ */
+static void test_sim__checker_catches_reused_actor_after_crash(void **state)
+{
+	(void)state;
+	struct totals t = { 0 };
+	int caught_at = -1, n = 300; /* caught within 0-38 runs in the seeds tried */
+	char err[600];
+	for (int i = 0; i < n && caught_at < 0; i++) {
+		uint64_t seed = base_seed + (uint64_t)i;
+		if (!crash_window_run(seed, true, &t, err, sizeof err)) {
+			caught_at = i;
+			printf("[ sim      ] reused actor after a crash caught at run %d (seed %llu): "
+			       "%s\n", i, (unsigned long long)seed, err);
+		}
+	}
+	if (caught_at < 0)
+		printf("[ sim      ] reused actor after a crash: not caught in %d runs\n", n);
+	assert_true(caught_at >= 0);
+}
+
+/*
  * The checker catches a bug: with a store whose reads sometimes answer "not
  * found" (a replica that overwrites instead of joining), the checker must
  * fail within a few seeds.
@@ -546,6 +652,8 @@ int main(void)
 		cmocka_unit_test(test_sim__chaos_same_seed_replays_exactly),
 		cmocka_unit_test(test_sim__hundred_nodes),
 		cmocka_unit_test(test_sim__checker_catches_overwriting_replica),
+		cmocka_unit_test(test_sim__crash_inside_the_shipping_window_loses_no_acked_write),
+		cmocka_unit_test(test_sim__checker_catches_reused_actor_after_crash),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1597,6 +1597,232 @@ static void test_node__closed_error_on_forward_tries_next_replica_at_once(void *
 	h_release(&h);
 }
 
+/* ---- Parallel shipping (doc/node.md "Put") ------------------------------ */
+
+/* Counts queued peer messages of @type to node @to (-1: to anyone). */
+static size_t h_queued(const struct harness *h, uint16_t type, int to)
+{
+	size_t n = 0;
+	for (size_t i = h->qhead; i < h->qn; i++)
+		if (h->q[i].kind == EV_PEER && h->q[i].type == type && (to < 0 || h->q[i].to == to))
+			n++;
+	return n;
+}
+
+/*
+ * Delivers queued messages and every held storage event except those of
+ * node @keep, until nothing moves: the other nodes run while @keep's
+ * storage stays held.
+ */
+static void h_run_except(struct harness *h, int keep)
+{
+	for (int round = 0; round < 100; round++) {
+		h_run(h);
+		bool moved = false;
+		for (size_t k = 0; k < h->nheld; k++) {
+			if (h->held[k].to == keep)
+				continue;
+			struct h_ev ev = h->held[k];
+			h->held[k] = h->held[--h->nheld];
+			h_deliver(h, &ev);
+			moved = true;
+			break;
+		}
+		if (!moved && h->qhead == h->qn)
+			return;
+	}
+	fail_msg("h_run_except did not settle");
+}
+
+/* Puts @key at its coordinator with W = @w (0 = default); returns the request id. */
+static uint64_t h_put_w(struct harness *h, int i, const char *key, const char *body, uint8_t w,
+			uint8_t rid)
+{
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_PUT);
+	m.put.key = kv_slice_str(key);
+	m.put.body = kv_slice_str(body);
+	m.put.w = w;
+	m.put.request_id[0] = rid;
+	uint64_t req = h_client(h, i, &m);
+	kv_msg_release(&m);
+	return req;
+}
+
+/*
+ * The coordinating replica emits its local write and the REPLICA_WRITEs of
+ * the new set in the same step (issue 4: a W=2 put costs one fsync plus a
+ * round trip, not two fsyncs in a row).
+ */
+static void test_node__put_is_shipped_in_the_same_step_as_the_local_write(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/par/k", pref), 3);
+	int coord = pref[0];
+	h_put(&h, coord, "/par/warm", "w", NULL, 9); /* the counter lease */
+	h_run(&h);
+	h.hold_storage = true;
+	uint64_t put = h_put(&h, coord, "/par/k", "v", NULL, 1);
+	struct h_ev ev;
+	assert_true(h_take_held(&h, coord, EV_READ, false, &ev));
+	assert_int_equal(h_queued(&h, KV_MSG_REPLICA_WRITE, -1), 0);
+	h_deliver(&h, &ev); /* one step: the read completes */
+	assert_int_equal(h.nheld, 1);
+	assert_int_equal(h.held[0].kind, EV_WRITE);
+	assert_int_equal(h.held[0].to, coord);
+	assert_int_equal(h_queued(&h, KV_MSG_REPLICA_WRITE, pref[1]), 1);
+	assert_int_equal(h_queued(&h, KV_MSG_REPLICA_WRITE, pref[2]), 1);
+	assert_null(h_reply_for(&h, put));
+	h_release_held(&h);
+	assert_int_equal(h_reply_for(&h, put)->msg.type, KV_MSG_PUT_REPLY);
+	for (int i = 0; i < 3; i++) {
+		struct kv_dvv st = KV_DVV_INIT;
+		assert_true(h_stored(&h, pref[i], "/par/k", &st));
+		assert_true(set_has_body(&st, "v"));
+		kv_dvv_release(&st);
+	}
+	h_release(&h);
+}
+
+/*
+ * Acks: the replicas' acks count as they come and the local write counts
+ * once durable. W=2 is met by two replica acks while the local write is
+ * still in flight — the client is answered, but the key's queue (the next
+ * put) still waits for the local write. W=3 needs the local write too.
+ */
+static void test_node__w_acks_count_the_local_write_when_durable(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/acks/k", pref), 3);
+	int coord = pref[0];
+	h_put(&h, coord, "/acks/warm", "w", NULL, 9);
+	h_run(&h);
+	h.hold_storage = true;
+
+	/* W=3: both replicas ack, no answer until the local write. */
+	size_t w1 = h.store[pref[1]].writes, w2 = h.store[pref[2]].writes;
+	uint64_t p3 = h_put_w(&h, coord, "/acks/k", "three", 3, 1);
+	h_run_except(&h, coord);
+	struct h_ev ev;
+	assert_true(h_take_held(&h, coord, EV_READ, false, &ev));
+	h_deliver(&h, &ev);
+	h_run_except(&h, coord);
+	assert_int_equal(h.store[pref[1]].writes, w1 + 1);
+	assert_int_equal(h.store[pref[2]].writes, w2 + 1);
+	assert_null(h_reply_for(&h, p3));
+	assert_true(h_take_held(&h, coord, EV_WRITE, false, &ev));
+	h_deliver(&h, &ev);
+	assert_int_equal(h_reply_for(&h, p3)->msg.type, KV_MSG_PUT_REPLY);
+	assert_int_equal(kv_node_ops_in_flight(&h.nodes[coord]), 0);
+
+	/* W=2: answered by two replica acks before the local write. */
+	uint64_t p2 = h_put_w(&h, coord, "/acks/k", "two", 2, 2);
+	assert_true(h_take_held(&h, coord, EV_READ, false, &ev));
+	h_deliver(&h, &ev);
+	uint64_t next = h_put_w(&h, coord, "/acks/k", "next", 2, 3);
+	h_run_except(&h, coord);
+	const struct h_reply *r2 = h_reply_for(&h, p2);
+	assert_non_null(r2);
+	assert_int_equal(r2->msg.type, KV_MSG_PUT_REPLY);
+	assert_true(kv_ctx_covers(&r2->msg.put_reply.context, r2->msg.put_reply.dot));
+	struct kv_dvv st = KV_DVV_INIT;
+	assert_true(h_stored(&h, coord, "/acks/k", &st));
+	assert_false(set_has_body(&st, "two")); /* not durable here yet */
+	kv_dvv_release(&st);
+	/* The operation lives on for its local write; the next put waits. */
+	assert_int_equal(h.nheld, 1);
+	assert_int_equal(h.held[0].kind, EV_WRITE);
+	assert_null(h_reply_for(&h, next));
+	assert_true(h_take_held(&h, coord, EV_WRITE, false, &ev));
+	h_deliver(&h, &ev);
+	assert_true(h_take_held(&h, coord, EV_READ, false, &ev)); /* now the next put reads */
+	h_deliver(&h, &ev);
+	h_release_held(&h);
+	assert_int_equal(h_reply_for(&h, next)->msg.type, KV_MSG_PUT_REPLY);
+	for (int i = 0; i < 3; i++) {
+		struct kv_dvv s2 = KV_DVV_INIT;
+		assert_true(h_stored(&h, pref[i], "/acks/k", &s2));
+		assert_true(set_has_body(&s2, "next"));
+		kv_dvv_release(&s2);
+	}
+	assert_int_equal(kv_node_ops_in_flight(&h.nodes[coord]), 0);
+	h_release(&h);
+}
+
+/*
+ * DESIGN §4 "Who mints a dot": a local write that fails after the set was
+ * shipped may leave a dot on the replicas that this node lacks, so the
+ * actor mints no more: the node refuses the next puts with KV_ECLOSED, and a
+ * forwarder then has the next replica coordinate.
+ */
+static void test_node__failed_local_write_after_shipping_taints_the_actor(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_preflist(&h, "/bad/k", pref), 3);
+	int coord = pref[0];
+	h_put(&h, coord, "/bad/warm", "w", NULL, 9);
+	h_run(&h);
+	h.hold_storage = true;
+	uint64_t put = h_put(&h, coord, "/bad/k", "v", NULL, 1);
+	struct h_ev ev;
+	assert_true(h_take_held(&h, coord, EV_READ, false, &ev));
+	h_deliver(&h, &ev);
+	assert_int_equal(h_queued(&h, KV_MSG_REPLICA_WRITE, -1), 2); /* shipped */
+	uint64_t queued = h_put(&h, coord, "/bad/k", "queued", NULL, 2); /* behind it */
+	assert_true(h_take_held(&h, coord, EV_WRITE, false, &ev));
+	assert_false(kv_node_actor_tainted(&h.nodes[coord]));
+	struct kv_input in = { .type = KV_INPUT_WRITE_DONE };
+	in.write.op = ev.id;
+	in.write.status = -EIO;
+	h_step(&h, coord, &in);
+	kv_buf_release(&ev.body);
+	kv_buf_release(&ev.key);
+	assert_true(kv_node_actor_tainted(&h.nodes[coord]));
+	const struct h_reply *r = h_reply_for(&h, put);
+	assert_non_null(r);
+	assert_int_equal(r->msg.type, KV_MSG_ERROR);
+	assert_int_equal(r->msg.error.code, KV_ECLOSED);
+	/* The put queued behind it reads, then refuses to mint. */
+	h_release_held(&h);
+	r = h_reply_for(&h, queued);
+	assert_non_null(r);
+	assert_int_equal(r->msg.type, KV_MSG_ERROR);
+	assert_int_equal(r->msg.error.code, KV_ECLOSED);
+	/* The replicas hold the shipped version; the tainted node does not. */
+	struct kv_dvv st = KV_DVV_INIT;
+	assert_true(h_stored(&h, pref[1], "/bad/k", &st));
+	assert_true(set_has_body(&st, "v"));
+	kv_dvv_release(&st);
+	assert_false(h_stored(&h, coord, "/bad/k", &st));
+	/* A new put at the tainted node is refused at once, with the reason. */
+	uint64_t again = h_put(&h, coord, "/bad/k", "again", NULL, 3);
+	h_run(&h);
+	r = h_reply_for(&h, again);
+	assert_non_null(r);
+	assert_int_equal(r->msg.type, KV_MSG_ERROR);
+	assert_int_equal(r->msg.error.code, KV_ECLOSED);
+	assert_true(kv_slice_eq(r->msg.error.text,
+				kv_slice_str("local storage failed; restart the node")));
+	/* Through another replica: forwarded, refused, coordinated by the next. */
+	uint64_t via = h_put(&h, pref[1], "/bad/k", "via", NULL, 4);
+	h_run(&h);
+	r = h_reply_for(&h, via);
+	assert_non_null(r);
+	assert_int_equal(r->msg.type, KV_MSG_PUT_REPLY);
+	assert_int_equal(r->msg.put_reply.dot.actor.node, (uint32_t)(pref[1] + 1));
+	assert_int_equal(kv_node_ops_in_flight(&h.nodes[coord]), 0);
+	h_release(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1627,6 +1853,9 @@ int main(void)
 		cmocka_unit_test(test_node__accepted_forward_waits_past_the_forward_timeout),
 		cmocka_unit_test(test_node__accepted_forward_times_out_at_the_request_deadline),
 		cmocka_unit_test(test_node__closed_error_on_forward_tries_next_replica_at_once),
+		cmocka_unit_test(test_node__put_is_shipped_in_the_same_step_as_the_local_write),
+		cmocka_unit_test(test_node__w_acks_count_the_local_write_when_durable),
+		cmocka_unit_test(test_node__failed_local_write_after_shipping_taints_the_actor),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
