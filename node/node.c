@@ -61,7 +61,7 @@ void kv_effects_clear(struct kv_effects *e)
 		kv_buf_release(&e->ranges.v[i].start);
 		kv_buf_release(&e->ranges.v[i].end);
 	}
-	e->sends.n = e->replies.n = e->timers.n = e->cancels.n = 0;
+	e->sends.n = e->replies.n = e->timers.n = e->cancels.n = e->aborts.n = 0;
 	e->reads.n = e->writes.n = e->ranges.n = 0;
 }
 
@@ -75,6 +75,7 @@ void kv_effects_release(struct kv_effects *e)
 	free(e->reads.v);
 	free(e->writes.v);
 	free(e->ranges.v);
+	free(e->aborts.v);
 	kv_effects_init(e);
 }
 
@@ -189,6 +190,13 @@ int kv_node__timer(struct kv_node *node, struct kv_node_op *op, uint64_t at_ns,
 	t->id = op->timer;
 	t->at_ns = at_ns;
 	return 0;
+}
+
+void kv_node__abort_peer(struct kv_effects *out, uint32_t peer)
+{
+	uint32_t *a = PUSH(out->aborts);
+	if (a != NULL)
+		*a = peer; /* on -ENOMEM: best effort, as before this effect existed */
 }
 
 void kv_node__cancel_timer(struct kv_node_op *op, struct kv_effects *out)

@@ -185,6 +185,15 @@ struct kv_effects {
 	KV_NODE_EFFECT_ARRAY(struct kv_node_storage_out) reads;
 	KV_NODE_EFFECT_ARRAY(struct kv_node_storage_out) writes;
 	KV_NODE_EFFECT_ARRAY(struct kv_node_range_out) ranges; /* range reads */
+	/*
+	 * Peer ids whose connection the node gave up on: whatever is still
+	 * queued or in transit to that peer must never be delivered (drop the
+	 * queue, reset the connection; replies to requests in flight on it may
+	 * come back as ERROR KV_ECLOSED). Carry these out before the sends of
+	 * the same step. doc/node.md "Put": a FORWARD_PUT held up by a
+	 * partition and delivered once it heals would be coordinated twice.
+	 */
+	KV_NODE_EFFECT_ARRAY(uint32_t) aborts;
 };
 
 void kv_effects_init(struct kv_effects *e);

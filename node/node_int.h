@@ -176,6 +176,8 @@ void kv_node__answer_error(struct kv_effects *out, const struct kv_node_origin *
 int kv_node__timer(struct kv_node *node, struct kv_node_op *op, uint64_t at_ns,
 		   struct kv_effects *out);
 void kv_node__cancel_timer(struct kv_node_op *op, struct kv_effects *out);
+/* Asks the driver to drop everything still on its way to @peer (kv_effects.aborts). */
+void kv_node__abort_peer(struct kv_effects *out, uint32_t peer);
 int kv_node__storage_read(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out);
 int kv_node__storage_write(struct kv_node *node, struct kv_node_op *op, const struct kv_dvv *set,
 			   struct kv_effects *out);

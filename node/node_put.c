@@ -458,7 +458,15 @@ int kv_node__put_on_timer(struct kv_node *node, uint64_t now_ns, struct kv_node_
 			     out);
 			return 0;
 		}
-		/* DESIGN §4 "Membership": skip the silent replica, try the next. */
+		/*
+		 * DESIGN §4 "Membership": skip the silent replica, try the next.
+		 * The FORWARD_PUT may still sit in a connection held up by a
+		 * partition; delivered after it heals, it would be coordinated a
+		 * second time (a duplicate version beside the one the next
+		 * replica mints). Abort that connection so it never arrives.
+		 */
+		if (op->pref[op->try_idx] != node->self_id)
+			kv_node__abort_peer(out, op->pref[op->try_idx]);
 		op->peer_req[op->try_idx] = 0;
 		op->try_idx++;
 		return forward_try(node, now_ns, op, out);

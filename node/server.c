@@ -621,6 +621,8 @@ static void queue_write(struct kv_server *s, const struct kv_node_storage_out *s
 static void apply_effects(struct kv_server *s)
 {
 	struct kv_effects *fx = &s->fx;
+	for (size_t i = 0; i < fx->aborts.n; i++)
+		kv_srv__peer_abort(s, fx->aborts.v[i]);
 	for (size_t i = 0; i < fx->sends.n; i++) {
 		struct kv_node_msg_out *m = &fx->sends.v[i];
 		if (m->to == s->o.node_id) {

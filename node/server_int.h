@@ -192,6 +192,8 @@ struct srv_conn *kv_srv__conn_find(struct kv_server *s, uint64_t id);
 int kv_srv__conn_send(struct srv_conn *c, const struct kv_msg *m, uint64_t request_id);
 void kv_srv__conn_error(struct srv_conn *c, uint64_t request_id, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* Resets our connection to peer @id, dropping what is queued or in transit. */
+void kv_srv__peer_abort(struct kv_server *s, uint32_t id);
 void kv_srv__peer_send(struct kv_server *s, uint32_t to, const struct kv_msg *m,
 		       uint64_t request_id);
 void kv_srv__peer_answered(struct kv_server *s, uint32_t from, uint64_t request_id);

@@ -405,6 +405,26 @@ static void peer_connect(struct srv_peer *p)
 	uv_timer_start(&p->connect_timer, connect_timeout_cb, s->o.connect_timeout_ms, 0);
 }
 
+void kv_srv__peer_abort(struct kv_server *s, uint32_t id)
+{
+	struct srv_peer *p = peer_find(s, id);
+	if (p == NULL || p->conn == NULL)
+		return;
+	struct srv_conn *c = p->conn;
+	/*
+	 * SO_LINGER 0: the close sends RST and the kernel discards what it
+	 * still holds for the peer, so a frame held up by a partition is
+	 * never delivered after it heals (kv_effects.aborts).
+	 */
+	uv_os_fd_t fd;
+	if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) {
+		struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+		(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	}
+	kv_info("node %s: gave up on node %" PRIu32 "; connection reset", s->self_name, id);
+	conn_close(c, KV_ECLOSED);
+}
+
 void kv_srv__peer_send(struct kv_server *s, uint32_t to, const struct kv_msg *m,
 		       uint64_t request_id)
 {

@@ -45,6 +45,8 @@ struct ev {
 	enum ev_kind kind;
 	int node, from, client;
 	uint32_t gen_to, gen_from; /* incarnations when sent */
+	uint32_t link_gen;         /* the sender's link generation towards @node */
+	uint64_t hold_until;       /* held by a partition: dropped after this (0 = not held) */
 	uint64_t id;               /* request, timer, storage op or client op id */
 	uint16_t type;             /* message type */
 	struct kv_buf body;        /* encoded message, or the written value */
@@ -59,6 +61,9 @@ struct sim_node {
 	struct kv_node node;
 	bool up;
 	uint32_t gen;   /* bumped by each crash */
+	/* bumped when the core aborts its connection to a peer (kv_effects.aborts):
+	 * messages sent before are never delivered */
+	uint32_t link_gen[SIM_MAX_NODES];
 	uint32_t epoch; /* the actor's epoch ("NODE file"): a new one at each restart */
 	struct store_kv *kv; /* the map backend */
 	size_t nkv, capkv;
@@ -310,6 +315,13 @@ static void encode_msg(const struct kv_msg *m, struct kv_buf *out)
 static void collect(struct sim *s, int i, struct kv_effects *out)
 {
 	struct sim_node *n = &s->nodes[i];
+	for (size_t k = 0; k < out->aborts.n; k++) {
+		int to = (int)out->aborts.v[k] - 1;
+		if (to < 0 || to >= s->cfg.nnodes || to == i)
+			die("node %d aborted bad peer %u", i + 1, out->aborts.v[k]);
+		n->link_gen[to]++;
+		s->st.aborts++;
+	}
 	for (size_t k = 0; k < out->sends.n; k++) {
 		struct kv_node_msg_out *m = &out->sends.v[k];
 		int to = (int)m->to - 1;
@@ -329,6 +341,7 @@ static void collect(struct sim *s, int i, struct kv_effects *out)
 		e.from = i;
 		e.gen_to = s->nodes[to].gen;
 		e.gen_from = n->gen;
+		e.link_gen = n->link_gen[to];
 		e.id = m->request_id;
 		e.type = m->msg.type;
 		heap_push(s, &e);
@@ -600,7 +613,26 @@ static void deliver(struct sim *s, struct ev *e)
 	switch (e->kind) {
 	case EV_MSG:
 		if (!node_live(s, e->node, e->gen_to) || s->nodes[e->from].gen != e->gen_from ||
-		    (s->partitioned && s->group[e->node] != s->group[e->from])) {
+		    s->nodes[e->from].link_gen[e->node] != e->link_gen) {
+			s->st.msgs_dropped++;
+			break;
+		}
+		if (s->partitioned && s->group[e->node] != s->group[e->from]) {
+			if (s->cfg.partition_holds && e->hold_until == 0)
+				e->hold_until = s->now + 2000 * SIM_MS; /* then TCP gives up */
+			if (s->cfg.partition_holds && s->now < e->hold_until) {
+				/*
+				 * TCP retransmits through a partition: the message
+				 * arrives after the heal, unless its connection was
+				 * aborted or an end restarted meanwhile.
+				 */
+				struct ev again = *e;
+				again.at = s->now + 50 * SIM_MS;
+				e->body = (struct kv_buf)KV_BUF_INIT;
+				e->key = (struct kv_buf)KV_BUF_INIT;
+				heap_push(s, &again);
+				break;
+			}
 			s->st.msgs_dropped++;
 			break;
 		}

@@ -67,6 +67,10 @@ struct sim_config {
 	 * answers "not found" with this probability, so the replica's
 	 * read-join-write overwrites instead of joining. 0 in every real run. */
 	double bug_read_empty_p;
+	/* Messages between partitioned nodes are held and delivered after the
+	 * heal (as TCP retransmits), unless the core aborted that link or an
+	 * end crashed; false: they are lost. */
+	bool partition_holds;
 	/* Another deliberate bug: a restart after a crash keeps the epoch (the
 	 * rule before coordinators shipped in parallel with their own write).
 	 * A coordinator that crashed after shipping a dot it had not made
@@ -132,7 +136,7 @@ int sim_finish(struct sim *s);
 
 /* Counters of the run. */
 struct sim_stats {
-	size_t events, msgs_sent, msgs_dropped, ops_ok, ops_failed, crashes;
+	size_t events, msgs_sent, msgs_dropped, ops_ok, ops_failed, crashes, aborts;
 	size_t recoveries;     /* engine backend: kv_lsm_open() after a crash */
 	size_t wal_torn_tails; /* ... that found a torn WAL tail */
 	size_t flushes, compactions; /* engine backend, summed over every open */

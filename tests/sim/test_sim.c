@@ -230,6 +230,7 @@ static void test_sim__partition_keeps_both_sides_siblings(void **state)
 		sim_config_default(&cfg);
 		cfg.seed = sim_seed(seed, 3);
 		cfg.nkeys = 6;
+		cfg.partition_holds = true; /* TCP: the cut holds messages, the heal delivers */
 		struct checker c;
 		chk_init(&c, cfg.nkeys);
 		struct sim *s = sim_new(&cfg, &c);
@@ -355,6 +356,7 @@ static void chaos_run(uint64_t seed, uint64_t salt, bool lsm, int ops_per_client
 	cfg.drop_p = 0.05 * kv_rng_double(&r);
 	cfg.net_tail_p = 0.1;
 	cfg.random_quorums = true;
+	cfg.partition_holds = true;
 	cfg.storage_lsm = lsm;
 	if (lsm)
 		cfg.disk_max_ns = 8 * SIM_MS; /* more writes in flight when a node crashes */

@@ -80,6 +80,7 @@ struct harness {
 	uint64_t now;
 	uint64_t next_req;
 	size_t sent[H_MAX_NODES]; /* peer messages sent by each node */
+	size_t aborts[H_MAX_NODES][H_MAX_NODES]; /* kv_effects.aborts: [node][peer] */
 	bool hold_storage;        /* storage effects wait in @held until released */
 	struct h_ev held[16];
 	size_t nheld;
@@ -205,6 +206,11 @@ static void h_encode(const struct kv_msg *msg, struct kv_buf *body)
 /* Moves the effects of node @i into the harness and empties @out. */
 static void h_collect(struct harness *h, int i, struct kv_effects *out)
 {
+	for (size_t k = 0; k < out->aborts.n; k++) {
+		int to = h_index(out->aborts.v[k]);
+		assert_true(to >= 0 && to < h->nnodes && to != i);
+		h->aborts[i][to]++;
+	}
 	for (size_t k = 0; k < out->sends.n; k++) {
 		struct kv_node_msg_out *m = &out->sends.v[k];
 		h->sent[i]++;
@@ -1823,9 +1829,42 @@ static void test_node__failed_local_write_after_shipping_taints_the_actor(void *
 	h_release(&h);
 }
 
+/*
+ * A forward that times out aborts the connection to the silent replica, so
+ * the FORWARD_PUT cannot be delivered (and coordinated a second time) after
+ * a partition heals; the next replica coordinates.
+ */
+static void test_node__forward_timeout_aborts_the_silent_replica(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 2, 2);
+	int pref[KV_RING_MAX_REPLICAS];
+	int fwd = h_non_replica(&h, "/ab/k", pref);
+	h.down[pref[0]] = true;
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_PUT);
+	m.put.key = kv_slice_str("/ab/k");
+	m.put.w = 1;
+	m.put.body = kv_slice_str("v");
+	uint64_t put = h_client(&h, fwd, &m);
+	kv_msg_release(&m);
+	h_run(&h);
+	assert_int_equal(h.aborts[fwd][pref[0]], 0);
+	h_advance(&h, h.now + 200 * MS); /* past the 150 ms forward timeout */
+	assert_int_equal(h.aborts[fwd][pref[0]], 1);
+	assert_int_equal(h.aborts[fwd][pref[1]], 0);
+	const struct h_reply *pr = h_reply_for(&h, put);
+	assert_non_null(pr);
+	assert_int_equal(pr->msg.type, KV_MSG_PUT_REPLY);
+	assert_int_equal(pr->msg.put_reply.dot.actor.node, (uint32_t)(pref[1] + 1));
+	h_release(&h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_node__forward_timeout_aborts_the_silent_replica),
 		cmocka_unit_test(test_node__put_then_get_round_trips),
 		cmocka_unit_test(test_node__put_via_non_replica_is_forwarded),
 		cmocka_unit_test(test_node__forward_timeout_tries_next_replica),
