@@ -1,0 +1,544 @@
+/*
+ * fs_names.c - names (DESIGN §7 "Listing", "Conflicts as files",
+ * "Directories"): each directory's last listing, taken from LIST pages or
+ * refreshed one entry at a time with GET HEAD, and the resolution of the
+ * names the kernel passes (`name`, `name.sibling-i`) against it, with the
+ * contexts each gesture writes with. Design note: doc/fs.md §2-3.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuse/fs_int.h"
+#include "util/error.h"
+#include "util/log.h"
+
+/* ---- directory listings (fs->lock held) ---- */
+
+static struct fs_dir *dir_of(struct fs_inode *d)
+{
+	if (!d->dir)
+		d->dir = calloc(1, sizeof *d->dir);
+	return d->dir;
+}
+
+/* Index of @name, or the insertion point negated minus one. */
+static ssize_t dir_search(const struct fs_dir *d, const char *name, size_t len)
+{
+	size_t lo = 0, hi = d->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = kv_slice_cmp(kv_slice_make(d->d[mid].name, d->d[mid].len),
+				     kv_slice_make(name, len));
+		if (c == 0)
+			return (ssize_t)mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -(ssize_t)lo - 1;
+}
+
+struct fs_dent *fs_dir_find(struct fs_inode *dirino, const char *name, size_t len)
+{
+	if (!dirino->dir)
+		return NULL;
+	ssize_t i = dir_search(dirino->dir, name, len);
+	return i >= 0 ? &dirino->dir->d[i] : NULL;
+}
+
+/* Stores @set (taken: left empty) as the entry @name. */
+/* True when @set holds a live directory version. */
+static bool set_has_dir(const struct kv_dvv *set)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		struct kv_fs_meta m;
+		if (!set->v[i].tombstone && kv_fs_meta_decode(set->v[i].meta, &m) == 0 &&
+		    m.type == KV_FS_DIR)
+			return true;
+	}
+	return false;
+}
+
+static int dir_store_in(struct fs_dir *d, const char *name, size_t len, struct kv_dvv *set,
+			uint64_t now)
+{
+	ssize_t i = dir_search(d, name, len);
+	if (i >= 0) {
+		/*
+		 * Only a name this mount knew as a directory is checked for live
+		 * children once its versions are gone (see fs_dent_check_child).
+		 */
+		bool was_dir = d->d[i].child != 0 || set_has_dir(&d->d[i].set);
+		kv_dvv_swap(&d->d[i].set, set);
+		kv_dvv_release(set);
+		d->d[i].fetched_ns = now;
+		d->d[i].child = was_dir ? -1 : 0;
+		if (now != 0) {
+			d->d[i].has_own = false;
+			kv_ctx_release(&d->d[i].own_ctx);
+		}
+		return 0;
+	}
+	size_t at = (size_t)(-i - 1);
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 16;
+		struct fs_dent *nd = realloc(d->d, cap * sizeof *nd);
+		if (!nd)
+			return -ENOMEM;
+		d->d = nd;
+		d->cap = cap;
+	}
+	char *copy = malloc(len + 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, name, len);
+	copy[len] = '\0';
+	memmove(&d->d[at + 1], &d->d[at], (d->n - at) * sizeof *d->d);
+	d->d[at].name = copy;
+	d->d[at].len = len;
+	kv_dvv_init(&d->d[at].set);
+	kv_dvv_swap(&d->d[at].set, set);
+	d->d[at].fetched_ns = now;
+	d->d[at].child = 0;
+	d->d[at].has_own = false;
+	kv_ctx_init(&d->d[at].own_ctx);
+	d->n++;
+	return 0;
+}
+
+/* Stores @set (taken: left empty) as the entry @name of @dirino's listing. */
+static int dir_store(struct fs_inode *dirino, const char *name, size_t len, struct kv_dvv *set,
+		     uint64_t now)
+{
+	struct fs_dir *d = dir_of(dirino);
+	return d ? dir_store_in(d, name, len, set, now) : -ENOMEM;
+}
+
+/*
+ * The entry @name of @dirino changed here: it is re-read at its next lookup
+ * (made, empty and stale, when the last listing did not have it).
+ */
+struct fs_dent *fs_dent_stale(struct fs_inode *dirino, const char *name)
+{
+	size_t len = strlen(name);
+	struct fs_dent *d = fs_dir_find(dirino, name, len);
+	if (!d) {
+		struct kv_dvv empty = KV_DVV_INIT;
+		if (dir_store(dirino, name, len, &empty, 0) < 0)
+			return NULL;
+		d = fs_dir_find(dirino, name, len);
+	}
+	if (d)
+		d->fetched_ns = 0;
+	return d;
+}
+
+void fs_dent_touch(struct fs *fs, struct fs_inode *ino, const struct kv_ctx *discarded,
+		   const struct kv_ctx *own)
+{
+	(void)fs;
+	if (!ino->parent)
+		return;
+	struct fs_dent *d = fs_dent_stale(ino->parent, fs_stored_name(ino));
+	if (!d)
+		return;
+	if (discarded)
+		kv_dvv_discard(&d->set, discarded);
+	d->has_own = own && ino->sibling == 0 && kv_ctx_copy(&d->own_ctx, own) == 0;
+}
+
+/* One-entry view of @d (the names one stored name shows). */
+static int fs_dent_view(struct fs *fs, const struct fs_dent *d, struct kv_fs_view *v)
+{
+	struct kv_fs_meta def;
+	fs_dir_default_meta(fs, &def);
+	struct kv_fs_listing_entry le = { kv_slice_make(d->name, d->len), &d->set, d->child == 1 };
+	return kv_fs_view_build(v, &le, 1, &def);
+}
+
+int fs_name_context(struct fs *fs, struct fs_inode *ino, struct kv_ctx *out)
+{
+	int rc = 0;
+	struct kv_fs_view v = KV_FS_VIEW_INIT;
+	pthread_mutex_lock(&fs->lock);
+	const char *nm = fs_stored_name(ino);
+	struct fs_dent *d = ino->parent ? fs_dir_find(ino->parent, nm, strlen(nm)) : NULL;
+	if (!d) {
+		kv_ctx_clear(out);
+		goto out;
+	}
+	rc = fs_dent_view(fs, d, &v);
+	if (rc == 0 && v.nnames == 1)
+		rc = kv_fs_view_name_context(&v.names[0], out);
+	else if (rc == 0)
+		kv_ctx_clear(out);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	kv_fs_view_release(&v);
+	return rc;
+}
+
+/* Reads one entry with GET HEAD at R and stores it in @dirino's listing. */
+static int dent_fetch(struct fs *fs, struct fs_inode *dirino, const char *name, size_t len)
+{
+	struct kv_dvv set = KV_DVV_INIT;
+	char *key = NULL;
+	pthread_mutex_lock(&fs->lock);
+	key = fs_child_key(dirino->key, name, len);
+	/*
+	 * A lookup that just timed out is not tried again at once: the kernel
+	 * retries a failed revalidation with a fresh lookup, which would double
+	 * the wait of an unreachable cluster (DESIGN §7 "Failure").
+	 */
+	bool recent = fs_mono_ns() - fs->lookup_timeout_ns < 500 * 1000000ull;
+	pthread_mutex_unlock(&fs->lock);
+	if (!key)
+		return -ENOMEM;
+	if (recent) {
+		free(key);
+		return -EIO;
+	}
+	struct kv_client_call call = fs_call(fs);
+	call.head = true;
+	int rc = kv_client_get(fs->client, kv_slice_str(key), &call, &set);
+	free(key);
+	if (rc < 0) {
+		kv_warn("kvfs: GET %s/%.*s: %s", dirino->key, (int)len, name,
+			kv_client_errmsg(fs->client));
+		if (rc == KV_ETIMEDOUT) {
+			pthread_mutex_lock(&fs->lock);
+			fs->lookup_timeout_ns = fs_mono_ns();
+			pthread_mutex_unlock(&fs->lock);
+		}
+		kv_dvv_release(&set);
+		return fs_errno(rc);
+	}
+	pthread_mutex_lock(&fs->lock);
+	rc = dir_store(dirino, name, len, &set, fs_mono_ns());
+	pthread_mutex_unlock(&fs->lock);
+	kv_dvv_release(&set);
+	return rc;
+}
+
+/* Takes a full listing of @dirino (LIST pages merged by name cursor). */
+int fs_dir_list(struct fs *fs, struct fs_inode *dirino)
+{
+	struct kv_client_list_page page = KV_CLIENT_LIST_PAGE_INIT;
+	struct kv_buf cursor = KV_BUF_INIT;
+	struct fs_dir *nd = calloc(1, sizeof *nd);
+	char *key = NULL;
+	int rc = 0;
+	if (!nd)
+		return -ENOMEM;
+	pthread_mutex_lock(&fs->lock);
+	key = strdup(dirino->key);
+	pthread_mutex_unlock(&fs->lock);
+	if (!key) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	struct kv_client_call call = fs_call(fs);
+	for (int pages = 0; pages < FS_LIST_MAX_PAGES; pages++) {
+		rc = kv_client_list(fs->client, kv_slice_str(key), kv_buf_slice(&cursor), FS_LIST_PAGE,
+				    &call, &page);
+		if (rc < 0) {
+			kv_warn("kvfs: LIST %s: %s", key, kv_client_errmsg(fs->client));
+			rc = fs_errno(rc);
+			goto out;
+		}
+		if (nd->n + page.n > nd->cap) {
+			size_t cap = (nd->n + page.n) * 2 + 16;
+			struct fs_dent *g = realloc(nd->d, cap * sizeof *g);
+			if (!g) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			nd->d = g;
+			nd->cap = cap;
+		}
+		uint64_t now = fs_mono_ns();
+		for (size_t i = 0; i < page.n; i++) {
+			struct kv_client_list_entry *e = &page.entries[i];
+			/* Names must ascend strictly: a reply that breaks it is refused. */
+			if (nd->n > 0 && kv_slice_cmp(kv_slice_make(nd->d[nd->n - 1].name,
+								     nd->d[nd->n - 1].len),
+						      kv_buf_slice(&e->name)) >= 0) {
+				kv_warn("kvfs: LIST %s: names out of order", key);
+				rc = -EIO;
+				goto out;
+			}
+			char *copy = malloc(e->name.n + 1);
+			if (!copy) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			memcpy(copy, e->name.p, e->name.n);
+			copy[e->name.n] = '\0';
+			struct fs_dent *d = &nd->d[nd->n++];
+			d->name = copy;
+			d->len = e->name.n;
+			kv_dvv_init(&d->set);
+			kv_dvv_swap(&d->set, &e->set);
+			d->fetched_ns = now;
+			d->child = 0;
+			d->has_own = false;
+			kv_ctx_init(&d->own_ctx);
+		}
+		if (!page.more)
+			break;
+		kv_buf_reset(&cursor);
+		if (page.next_cursor.n == 0 ||
+		    kv_buf_append(&cursor, page.next_cursor.p, page.next_cursor.n) < 0) {
+			rc = page.next_cursor.n == 0 ? -EIO : -ENOMEM;
+			goto out;
+		}
+	}
+	nd->listed_ns = fs_mono_ns();
+	pthread_mutex_lock(&fs->lock);
+	struct fs_dir *old = dirino->dir;
+	/*
+	 * LIST leaves out names without live versions; a directory among them
+	 * may live on through its children: keep those names, to be checked.
+	 */
+	for (size_t i = 0; old && i < old->n; i++) {
+		struct fs_dent *od = &old->d[i];
+		if ((od->child != 0 || set_has_dir(&od->set)) && dir_search(nd, od->name, od->len) < 0) {
+			struct kv_dvv empty = KV_DVV_INIT;
+			if (dir_store_in(nd, od->name, od->len, &empty, 0) == 0) {
+				ssize_t j = dir_search(nd, od->name, od->len);
+				if (j >= 0)
+					nd->d[j].child = -1;
+			}
+		}
+	}
+	dirino->dir = nd;
+	pthread_mutex_unlock(&fs->lock);
+	fs_dir_free(old);
+	nd = NULL;
+out:
+	fs_dir_free(nd);
+	free(key);
+	kv_buf_release(&cursor);
+	kv_client_list_page_release(&page);
+	return rc;
+}
+
+/* ---- resolving names ---- */
+
+
+void fs_res_init(struct fs_res *r)
+{
+	memset(r, 0, sizeof *r);
+	kv_buf_init(&r->meta_raw);
+	kv_ctx_init(&r->name_ctx);
+	kv_ctx_init(&r->version_ctx);
+}
+
+void fs_res_release(struct fs_res *r)
+{
+	kv_buf_release(&r->meta_raw);
+	kv_ctx_release(&r->name_ctx);
+	kv_ctx_release(&r->version_ctx);
+}
+
+static bool dent_fresh(const struct fs *fs, const struct fs_dent *d)
+{
+	return d && d->fetched_ns != 0 &&
+	       fs_mono_ns() - d->fetched_ns <= (uint64_t)(fs->attr_timeout * 1e9);
+}
+
+/*
+ * Resolves @shown (a name the kernel passed) through the stored name
+ * @stored of @dirino. @refresh: re-read a stale entry first (plain names);
+ * sibling names resolve against the last listing as it is (DESIGN §7).
+ */
+static int resolve_in(struct fs *fs, struct fs_inode *dirino, const char *shown, const char *stored,
+		      size_t stored_len, const struct kv_dot *dot, bool refresh, struct fs_res *out)
+{
+	struct kv_fs_view v = KV_FS_VIEW_INIT;
+	int rc;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_dent *d = fs_dir_find(dirino, stored, stored_len);
+	bool fetch = refresh ? !dent_fresh(fs, d) : (d == NULL);
+	if (!d && dirino->dir && dirino->dir->listed_ns &&
+	    fs_mono_ns() - dirino->dir->listed_ns <= (uint64_t)(fs->attr_timeout * 1e9))
+		fetch = false; /* a fresh full listing does not have it */
+	pthread_mutex_unlock(&fs->lock);
+	if (fetch) {
+		rc = dent_fetch(fs, dirino, stored, stored_len);
+		if (rc < 0)
+			return rc;
+	}
+	pthread_mutex_lock(&fs->lock);
+	d = fs_dir_find(dirino, stored, stored_len);
+	bool check = d && d->child < 0 && kv_dvv_live_count(&d->set) == 0;
+	pthread_mutex_unlock(&fs->lock);
+	if (check && stored_len == strlen(stored)) {
+		char *nm = strndup(stored, stored_len);
+		if (nm)
+			fs_dent_check_child(fs, dirino, nm);
+		free(nm);
+	}
+	pthread_mutex_lock(&fs->lock);
+	d = fs_dir_find(dirino, stored, stored_len);
+	if (!d) {
+		rc = -ENOENT;
+		goto out;
+	}
+	rc = fs_dent_view(fs, d, &v);
+	if (rc < 0)
+		goto out;
+	const struct kv_fs_shown *s = NULL;
+	rc = kv_fs_view_resolve(&v, shown, dot, &s);
+	if (rc < 0)
+		goto out;
+	const struct kv_fs_name *nm = &v.names[s->entry];
+	if (nm->name_len > KV_FS_NAME_MAX) {
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	memcpy(out->stored, nm->name, nm->name_len);
+	out->stored[nm->name_len] = '\0';
+	out->sibling = s->sibling;
+	out->nfiles = nm->nfiles;
+	out->is_dir = s->meta.type == KV_FS_DIR && s->sibling == 0 && nm->is_dir;
+	out->type = s->meta.type;
+	kv_buf_reset(&out->meta_raw);
+	if (s->version) {
+		out->has_dot = true;
+		out->dot = s->version->dot;
+		rc = kv_buf_append(&out->meta_raw, s->version->meta.p, s->version->meta.n);
+	} else {
+		out->has_dot = false;
+		rc = kv_fs_meta_encode(&s->meta, &out->meta_raw);
+	}
+	if (rc < 0)
+		goto out;
+	rc = kv_fs_view_name_context(nm, &out->name_ctx);
+	if (rc == 0 && s->version)
+		rc = kv_fs_view_version_context(nm, s->version, &out->version_ctx);
+out:
+	pthread_mutex_unlock(&fs->lock);
+	kv_fs_view_release(&v);
+	return rc;
+}
+
+/*
+ * Resolves @name in @dirino: sibling names through their base first
+ * (generated names win over stored ones, doc/fs-format.md §5.2), then the
+ * stored name itself. @dot: the version the kernel's inode was shown with.
+ */
+int fs_resolve(struct fs *fs, struct fs_inode *dirino, const char *name, const struct kv_dot *dot,
+		   struct fs_res *out)
+{
+	size_t name_len = strlen(name);
+	if (name_len > KV_FS_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (dirino == fs->root && strcmp(name, FS_RESERVED_DIR) == 0)
+		return -ENOENT;
+	size_t base_len;
+	uint32_t idx;
+	if (kv_fs_sibling_parse(name, &base_len, &idx) == 0) {
+		int rc = resolve_in(fs, dirino, name, name, base_len, dot, false, out);
+		if (rc == 0 || rc == -ESTALE || rc == -ENOMEM || rc == -EIO)
+			return rc;
+	}
+	return resolve_in(fs, dirino, name, name, name_len, NULL, true, out);
+}
+
+/*
+ * Finds or makes the inode for @name in @dirino showing @r, with one more
+ * kernel reference. fs->lock held.
+ */
+struct fs_inode *fs_bind_inode(struct fs *fs, struct fs_inode *dirino, const char *name,
+				   const struct fs_res *r)
+{
+	struct fs_inode *ino = fs_find_child(fs, dirino, name);
+	struct kv_fs_meta m;
+	uint8_t type = kv_fs_meta_decode(kv_buf_slice(&r->meta_raw), &m) == 0 ? m.type : KV_FS_FILE;
+	if (ino && ino->meta.type != type && !ino->data) {
+		fs_name_unlink(fs, ino);
+		ino = NULL;
+	}
+	if (!ino) {
+		char *key = fs_child_key(dirino->key, r->stored, strlen(r->stored));
+		if (!key)
+			return NULL;
+		ino = fs_inode_new(fs, dirino, name, key);
+		free(key);
+		if (!ino)
+			return NULL;
+	}
+	/* An open inode keeps its own attributes: its data is newer. */
+	if (!ino->data || !ino->data->dirty) {
+		fs_set_meta(ino, kv_buf_slice(&r->meta_raw), r->has_dot ? &r->dot : NULL);
+		if (!r->has_dot)
+			ino->has_dot = false;
+	}
+	ino->sibling = r->sibling;
+	ino->nlookup++;
+	ino->refs++;
+	return ino;
+}
+
+void fs_fill_entry(struct fs *fs, struct fs_inode *ino, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof *e);
+	e->ino = ino->ino;
+	e->generation = 1;
+	fs_fill_stat(ino, &e->attr);
+	e->attr_timeout = fs->attr_timeout;
+	e->entry_timeout = fs->entry_timeout;
+}
+
+/* True when the directory key @key has a live entry (one LIST page at a time). */
+int fs_dir_has_child(struct fs *fs, const char *key)
+{
+	struct kv_client_list_page page = KV_CLIENT_LIST_PAGE_INIT;
+	struct kv_buf cursor = KV_BUF_INIT;
+	struct kv_client_call call = fs_call(fs);
+	int rc = 0;
+	for (int pages = 0; pages < FS_LIST_MAX_PAGES; pages++) {
+		rc = kv_client_list(fs->client, kv_slice_str(key), kv_buf_slice(&cursor), 100, &call,
+				    &page);
+		if (rc < 0) {
+			rc = fs_errno(rc);
+			break;
+		}
+		for (size_t i = 0; i < page.n && rc == 0; i++)
+			if (kv_dvv_live_count(&page.entries[i].set) > 0)
+				rc = 1;
+		if (rc != 0 || !page.more)
+			break;
+		kv_buf_reset(&cursor);
+		if (kv_buf_append(&cursor, page.next_cursor.p, page.next_cursor.n) < 0) {
+			rc = -ENOMEM;
+			break;
+		}
+	}
+	kv_buf_release(&cursor);
+	kv_client_list_page_release(&page);
+	return rc;
+}
+
+void fs_dent_check_child(struct fs *fs, struct fs_inode *dirino, const char *name)
+{
+	pthread_mutex_lock(&fs->lock);
+	char *key = fs_child_key(dirino->key, name, strlen(name));
+	pthread_mutex_unlock(&fs->lock);
+	if (!key)
+		return;
+	int rc = fs_dir_has_child(fs, key);
+	free(key);
+	if (rc < 0)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	struct fs_dent *d = fs_dir_find(dirino, name, strlen(name));
+	if (d)
+		d->child = rc > 0;
+	pthread_mutex_unlock(&fs->lock);
+}
+
