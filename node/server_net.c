@@ -20,7 +20,7 @@
 #include "util/log.h"
 
 #define BACKOFF_MIN_NS 100000000ull  /* 100 ms */
-#define BACKOFF_MAX_NS 2000000000ull /* 2 s */
+#define BACKOFF_MAX_NS 500000000ull /* 0.5 s: a healed peer is used again soon */
 #define OUTSTANDING_MAX 65536u
 
 static void conn_close(struct srv_conn *c, int err);
