@@ -730,6 +730,8 @@ static int rd_fixed(struct rd *r, void *dst, size_t len)
 {
 	if (r->n < len)
 		return KV_ECORRUPT;
+	if (len == 0)
+		return 0;
 	memcpy(dst, r->p, len);
 	r->p += len;
 	r->n -= len;
@@ -773,7 +775,8 @@ static int rd_lenbytes(struct rd *r, size_t max, struct kv_slice *out)
 	if (len > r->n)
 		return KV_ECORRUPT;
 	*out = kv_slice_make(r->p, (size_t)len);
-	r->p += len;
+	if (len > 0) /* an empty body may be a NULL pointer: no arithmetic on it */
+		r->p += len;
 	r->n -= (size_t)len;
 	return 0;
 }
@@ -782,7 +785,8 @@ static int rd_lenbytes(struct rd *r, size_t max, struct kv_slice *out)
 static struct kv_slice rd_rest(struct rd *r)
 {
 	struct kv_slice s = kv_slice_make(r->p, r->n);
-	r->p += r->n;
+	if (r->n > 0)
+		r->p += r->n;
 	r->n = 0;
 	return s;
 }
