@@ -1,7 +1,9 @@
 /*
  * kvfsctl - the data and admin command line of kvfs (DESIGN §1, §9; issue 4):
  * put, get, delete, list and stats against a cluster through the client
- * library (src/client/client.h). Manual: man/kvfsctl.8.
+ * library (src/client/client.h); conflicts and fsck over the file system's
+ * objects (fuse/object.h, fuse/siblings.h; doc/fs.md §6). Manual:
+ * man/kvfsctl.8.
  *
  * Exit codes: 0 success, 1 error (one line on stderr), 2 not found, 3 get
  * found several siblings (all printed).
@@ -20,6 +22,8 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "fuse/object.h"
+#include "fuse/siblings.h"
 #include "proto/auth.h"
 #include "util/error.h"
 #include "util/slice.h"
@@ -53,6 +57,8 @@ static const char *usage_text =
 	"  list DIR [-l]\n"
 	"  stats [-n NODE_INDEX]\n"
 	"  gc [--grace SECONDS]\n"
+	"  conflicts PATH\n"
+	"  fsck [--leases-older-than SECONDS]\n"
 	"See kvfsctl(8).\n";
 
 static void usage(void)
@@ -281,10 +287,12 @@ static int cmd_put(struct kv_client *c, const struct opts *o, int argc, char **a
 		{ "context", required_argument, NULL, 'C' },
 		{ "blind", no_argument, NULL, 'B' },
 		{ "verbose", no_argument, NULL, 'v' },
+		/* hidden, for tests: store the value as a kvfs inline file object */
+		{ "fs-file", no_argument, NULL, 'F' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *ctx_arg = NULL;
-	bool blind = false, verbose = o->verbose;
+	bool blind = false, verbose = o->verbose, fs_file = false;
 	int ch;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "v", lo, NULL)) != -1) {
@@ -292,6 +300,8 @@ static int cmd_put(struct kv_client *c, const struct opts *o, int argc, char **a
 			ctx_arg = optarg;
 		else if (ch == 'B')
 			blind = true;
+		else if (ch == 'F')
+			fs_file = true;
 		else if (ch == 'v')
 			verbose = true;
 		else
@@ -301,7 +311,7 @@ static int cmd_put(struct kv_client *c, const struct opts *o, int argc, char **a
 		usage();
 	struct kv_slice key;
 	uint8_t *owned = NULL;
-	struct kv_buf value = KV_BUF_INIT;
+	struct kv_buf value = KV_BUF_INIT, meta = KV_BUF_INIT;
 	struct kv_ctx ctx = KV_CTX_INIT;
 	const char *what;
 	int rc, ex = EXIT_ERR;
@@ -334,8 +344,24 @@ static int cmd_put(struct kv_client *c, const struct opts *o, int argc, char **a
 			goto out;
 		}
 	}
+	if (fs_file) {
+		/* a file as the mount writes it (doc/fs-format.md): mode 0644, times now */
+		struct kv_fs_meta m;
+		struct timespec now;
+		memset(&m, 0, sizeof(m));
+		clock_gettime(CLOCK_REALTIME, &now);
+		m.type = KV_FS_FILE;
+		m.mode = 0644;
+		m.mtime_ns = m.ctime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+		kv_fs_meta_set_body(&m, KV_FS_STORE_INLINE, kv_buf_slice(&value), value.n);
+		rc = kv_fs_meta_encode(&m, &meta);
+		if (rc < 0) {
+			fail("put", key, true, "--fs-file: %s", kv_strerror(rc));
+			goto out;
+		}
+	}
 	struct kv_dot dot;
-	rc = kv_client_put(c, key, &ctx, kv_slice_make(NULL, 0), kv_buf_slice(&value), NULL, &dot,
+	rc = kv_client_put(c, key, &ctx, kv_buf_slice(&meta), kv_buf_slice(&value), NULL, &dot,
 			   NULL);
 	if (rc < 0) {
 		fail("put", key, true, "%s", why(c, rc));
@@ -350,6 +376,7 @@ static int cmd_put(struct kv_client *c, const struct opts *o, int argc, char **a
 out:
 	kv_ctx_release(&ctx);
 	kv_buf_release(&value);
+	kv_buf_release(&meta);
 	free(owned);
 	return ex;
 }
@@ -670,6 +697,554 @@ static int cmd_gc(struct kv_client *c, const struct opts *o, int argc, char **ar
 	return 0;
 }
 
+/* ---- the file system's view: conflicts and fsck (DESIGN §7; doc/fs.md §6) ---- */
+
+/* The reserved directory of the mount, and the records it keeps there. */
+#define FS_RESERVED_NAME ".kvfs"
+#define FS_INTENT_DIR "/.kvfs/intents"
+#define FS_LEASE_DIR "/.kvfs/leases"
+/* Entries per LIST page; pages per directory; directory depth: bounds, so a
+ * broken or hostile cluster cannot keep us walking forever. */
+#define FS_LIST_PAGE 1000
+#define FS_LIST_MAX_PAGES 10000
+#define FS_MAX_DEPTH 256
+
+/* "dir/name" as a new NUL-terminated key (malloc; the caller frees), or NULL. */
+static char *child_key(struct kv_slice dir, struct kv_slice name)
+{
+	char *k = malloc(dir.n + 1 + name.n + 1);
+	if (!k)
+		return NULL;
+	if (dir.n)
+		memcpy(k, dir.p, dir.n);
+	k[dir.n] = '/';
+	if (name.n)
+		memcpy(k + dir.n + 1, name.p, name.n);
+	k[dir.n + 1 + name.n] = '\0';
+	return k;
+}
+
+/* True when some live version of @set is a directory per its metadata. */
+static bool set_is_dir(const struct kv_dvv *set)
+{
+	for (size_t j = 0; j < set->n; j++) {
+		struct kv_fs_meta m;
+		if (!set->v[j].tombstone && kv_fs_meta_decode(set->v[j].meta, &m) == 0 &&
+		    m.type == KV_FS_DIR)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Advances @cursor to @page's next cursor; fails when it does not move
+ * forward (a broken node could loop us). Returns 0 or -1 (message printed).
+ */
+static int next_cursor(const char *cmd, struct kv_slice dir, struct kv_client_list_page *page,
+		       struct kv_buf *cursor)
+{
+	if (page->next_cursor.n == 0 ||
+	    kv_slice_cmp(kv_buf_slice(&page->next_cursor), kv_buf_slice(cursor)) <= 0) {
+		fail(cmd, dir, true, "the node returned a cursor that does not advance");
+		return -1;
+	}
+	kv_buf_reset(cursor);
+	if (kv_buf_append(cursor, page->next_cursor.p, page->next_cursor.n) < 0) {
+		fail(cmd, dir, true, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* Prints the conflicted name @nm of directory @dir: a header, then each version. */
+static void print_conflict(struct kv_slice dir, const struct kv_fs_name *nm)
+{
+	char *key = child_key(dir, kv_slice_make((const uint8_t *)nm->name, nm->name_len));
+	if (!key)
+		return;
+	fputs(show(kv_slice_str(key)), stdout);
+	printf("\t%zu versions%s\n", nm->nfiles, nm->is_dir ? " beside a directory" : "");
+	for (size_t i = 0; i < nm->nfiles; i++) {
+		const struct kv_version *v = nm->files[i];
+		char ts[64], d[64], size[32] = "?";
+		struct kv_fs_meta m;
+		format_time(v->timestamp_ns, ts, sizeof(ts));
+		format_dot(v->dot, d, sizeof(d));
+		if (kv_fs_meta_decode(v->meta, &m) == 0)
+			snprintf(size, sizeof(size), "%llu", (unsigned long long)m.size);
+		printf("\tsibling-%zu\t%s\tdot %s\t%s bytes\n", i + 1, ts, d, size);
+	}
+	free(key);
+}
+
+/*
+ * Walks directory @dir (a directory key) and its subdirectories, printing
+ * each name shown with siblings (kv_fs_view_build: the mount's numbering).
+ * Adds the conflicted names to *found. Returns 0 or -1 (message printed).
+ */
+static int walk_conflicts(struct kv_client *c, struct kv_slice dir, int depth, size_t *found)
+{
+	struct kv_client_list_page page = KV_CLIENT_LIST_PAGE_INIT;
+	struct kv_buf cursor = KV_BUF_INIT;
+	struct kv_fs_view view = KV_FS_VIEW_INIT;
+	struct kv_fs_listing_entry *in = NULL;
+	int rc, ret = -1;
+	struct kv_slice here = dir.n ? dir : kv_slice_str("/"); /* for messages */
+	if (depth > FS_MAX_DEPTH) {
+		fail("conflicts", here, true, "deeper than %d directories", FS_MAX_DEPTH);
+		return -1;
+	}
+	for (int pages = 0;; pages++) {
+		if (pages == FS_LIST_MAX_PAGES) {
+			fail("conflicts", here, true, "more than %d pages", FS_LIST_MAX_PAGES);
+			goto out;
+		}
+		rc = kv_client_list(c, dir, kv_buf_slice(&cursor), FS_LIST_PAGE, NULL, &page);
+		if (rc < 0) {
+			fail("conflicts", here, true, "%s", why(c, rc));
+			goto out;
+		}
+		free(in);
+		in = calloc(page.n ? page.n : 1, sizeof(*in));
+		if (!in) {
+			fail("conflicts", here, true, "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < page.n; i++) {
+			in[i].name = kv_buf_slice(&page.entries[i].name);
+			in[i].set = &page.entries[i].set;
+			in[i].has_live_child = false;
+		}
+		rc = kv_fs_view_build(&view, in, page.n, NULL);
+		if (rc < 0) {
+			fail("conflicts", here, true, "%s", kv_strerror(rc));
+			goto out;
+		}
+		for (size_t i = 0; i < view.nnames; i++) {
+			const struct kv_fs_name *nm = &view.names[i];
+			if (dir.n == 0 && nm->name_len == strlen(FS_RESERVED_NAME) &&
+			    memcmp(nm->name, FS_RESERVED_NAME, nm->name_len) == 0)
+				continue; /* the mount's own records (doc/fs.md §6) */
+			if (nm->hidden)
+				continue;
+			if (nm->nfiles > 1 || (nm->is_dir && nm->nfiles > 0)) {
+				print_conflict(dir, nm);
+				(*found)++;
+			}
+			if (nm->is_dir && nm->dir) {
+				char *sub = child_key(dir, kv_slice_make((const uint8_t *)nm->name,
+									 nm->name_len));
+				if (!sub) {
+					fail("conflicts", here, true, "out of memory");
+					goto out;
+				}
+				rc = walk_conflicts(c, kv_slice_str(sub), depth + 1, found);
+				free(sub);
+				if (rc < 0)
+					goto out;
+			}
+		}
+		if (!page.more)
+			break;
+		if (next_cursor("conflicts", dir, &page, &cursor) < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	free(in);
+	kv_fs_view_release(&view);
+	kv_buf_release(&cursor);
+	kv_client_list_page_release(&page);
+	return ret;
+}
+
+/*
+ * conflicts PATH: every file under directory PATH with more than one live
+ * version, with its versions in the mount's numbering (DESIGN §7
+ * "Conflicts as files"). Exit 0 none, 3 some, 1 error.
+ */
+static int cmd_conflicts(struct kv_client *c, const struct opts *o, int argc, char **argv)
+{
+	optind = 1;
+	if (getopt(argc, argv, "") != -1 || argc - optind != 1)
+		usage();
+	struct kv_slice dir;
+	uint8_t *owned = NULL;
+	size_t found = 0;
+	int rc, ex = EXIT_ERR;
+	if ((rc = parse_key(o, argv[optind], &dir, &owned)) < 0) {
+		fail("conflicts", dir, false, "bad path '%s'", argv[optind]);
+		goto out;
+	}
+	/* "/" names the root, whose directory key is "" (DESIGN §2); "/a/" is "/a" */
+	while (dir.n > 0 && dir.p[dir.n - 1] == '/')
+		dir.n--;
+	if (dir.n > 0 && dir.p[0] != '/') {
+		fail("conflicts", dir, true, "not a path: it must start with '/'");
+		goto out;
+	}
+	if (walk_conflicts(c, dir, 0, &found) < 0)
+		goto out;
+	ex = found ? EXIT_SIBLINGS : 0;
+out:
+	if (fflush(stdout) != 0 && ex != EXIT_ERR) {
+		fprintf(stderr, "kvfsctl: conflicts: writing stdout: %s\n", strerror(errno));
+		ex = EXIT_ERR;
+	}
+	free(owned);
+	return ex;
+}
+
+/* The context of @key read at R (HEAD), into the initialized @set. */
+static int head(struct kv_client *c, const char *key, struct kv_dvv *set)
+{
+	struct kv_client_call call = KV_CLIENT_CALL_INIT;
+	call.head = true;
+	return kv_client_get(c, kv_slice_str(key), &call, set);
+}
+
+/*
+ * Moves the object at @sk (a file, symlink or conflicted name) to @dk: every
+ * version shown is put at @dk, the first with @dk's context, the others blind
+ * so they stay siblings; then @sk is tombstoned with the context read (as
+ * fuse/fs_rename.c move_versions).
+ */
+static int move_object(struct kv_client *c, const char *sk, const char *dk)
+{
+	struct kv_dvv full = KV_DVV_INIT, dfull = KV_DVV_INIT;
+	const struct kv_version **vs = NULL;
+	int rc = kv_client_get(c, kv_slice_str(sk), NULL, &full);
+	if (rc < 0)
+		goto out;
+	rc = head(c, dk, &dfull);
+	if (rc < 0)
+		goto out;
+	vs = calloc(full.n + 1, sizeof(*vs));
+	if (!vs) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	size_t nv = kv_dvv_display(&full, 0, vs);
+	for (size_t i = 0; i < nv; i++) {
+		rc = kv_client_put(c, kv_slice_str(dk), i == 0 ? &dfull.ctx : NULL, vs[i]->meta,
+				   vs[i]->body, NULL, NULL, NULL);
+		if (rc < 0)
+			goto out;
+	}
+	rc = full.n ? kv_client_delete(c, kv_slice_str(sk), &full.ctx, NULL, NULL, NULL) : 0;
+out:
+	free(vs);
+	kv_dvv_release(&full);
+	kv_dvv_release(&dfull);
+	return rc;
+}
+
+/*
+ * Moves the directory tree @src to @dst as the mount does (fuse/fs_rename.c
+ * move_tree, doc/fs.md §6): the directory object, then each child, depth
+ * first, then @src's tombstone. Idempotent. Returns 0 or the error (with
+ * the key it concerns in @where, which the caller frees).
+ */
+static int move_tree(struct kv_client *c, const char *src, const char *dst, int depth,
+		     char **where)
+{
+	struct kv_client_list_page page = KV_CLIENT_LIST_PAGE_INIT;
+	struct kv_buf cursor = KV_BUF_INIT;
+	struct kv_dvv set = KV_DVV_INIT, dset = KV_DVV_INIT;
+	const struct kv_version **shown = NULL;
+	int rc;
+	if (depth > FS_MAX_DEPTH) {
+		rc = -ELOOP;
+		goto fail;
+	}
+	rc = kv_client_get(c, kv_slice_str(src), NULL, &set);
+	if (rc == 0)
+		rc = head(c, dst, &dset);
+	if (rc < 0)
+		goto fail;
+	shown = calloc(set.n + 1, sizeof(*shown));
+	if (!shown) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	size_t ns = kv_dvv_display(&set, 0, shown);
+	if (ns > 0) {
+		rc = kv_client_put(c, kv_slice_str(dst), &dset.ctx, shown[ns - 1]->meta,
+				   shown[ns - 1]->body, NULL, NULL, NULL);
+		if (rc < 0)
+			goto fail;
+	}
+	for (int pages = 0;; pages++) {
+		if (pages == FS_LIST_MAX_PAGES) {
+			rc = KV_ETOOBIG;
+			goto fail;
+		}
+		rc = kv_client_list(c, kv_slice_str(src), kv_buf_slice(&cursor), FS_LIST_PAGE, NULL,
+				    &page);
+		if (rc < 0)
+			goto fail;
+		for (size_t i = 0; i < page.n; i++) {
+			struct kv_client_list_entry *e = &page.entries[i];
+			if (kv_dvv_live_count(&e->set) == 0)
+				continue;
+			struct kv_slice name = kv_buf_slice(&e->name);
+			char *sk = child_key(kv_slice_str(src), name);
+			char *dk = child_key(kv_slice_str(dst), name);
+			if (!sk || !dk) {
+				free(sk);
+				free(dk);
+				rc = -ENOMEM;
+				goto out;
+			}
+			if (set_is_dir(&e->set)) {
+				rc = move_tree(c, sk, dk, depth + 1, where);
+			} else {
+				rc = move_object(c, sk, dk);
+				if (rc < 0 && !*where)
+					*where = strdup(sk);
+			}
+			free(sk);
+			free(dk);
+			if (rc < 0)
+				goto out;
+		}
+		if (!page.more)
+			break;
+		if (page.next_cursor.n == 0 ||
+		    kv_slice_cmp(kv_buf_slice(&page.next_cursor), kv_buf_slice(&cursor)) <= 0) {
+			rc = KV_ECORRUPT;
+			goto fail;
+		}
+		kv_buf_reset(&cursor);
+		if (kv_buf_append(&cursor, page.next_cursor.p, page.next_cursor.n) < 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	rc = set.n ? kv_client_delete(c, kv_slice_str(src), &set.ctx, NULL, NULL, NULL) : 0;
+	if (rc < 0)
+		goto fail;
+	goto out;
+fail:
+	if (!*where)
+		*where = strdup(src);
+out:
+	free(shown);
+	kv_dvv_release(&set);
+	kv_dvv_release(&dset);
+	kv_buf_release(&cursor);
+	kv_client_list_page_release(&page);
+	return rc;
+}
+
+/* A path key as an intent names it: "/" then bytes without NUL. */
+static bool is_path_key(const uint8_t *p, size_t n)
+{
+	return n >= 2 && p[0] == '/' && !memchr(p, 0, n) && n <= KV_MSG_KEY_MAX;
+}
+
+struct fsck_counts {
+	size_t intents_done, intents_failed, malformed, leases_removed, leases_kept, errors;
+};
+
+/*
+ * Finishes the intent record @key (doc/fs.md §6: body "SRC\0DST"): moves
+ * each live version's SRC to DST, then deletes the record with the context
+ * read. A version that does not spell two path keys is reported and dropped
+ * with the record, as the mount does.
+ */
+static void fsck_intent(struct kv_client *c, const char *key, struct fsck_counts *n)
+{
+	struct kv_dvv full = KV_DVV_INIT;
+	size_t moved = 0;
+	int rc = kv_client_get(c, kv_slice_str(key), NULL, &full);
+	if (rc < 0) {
+		fprintf(stderr, "kvfsctl: fsck: intent %s: reading it: %s\n", key, why(c, rc));
+		n->intents_failed++;
+		goto out;
+	}
+	for (size_t j = 0; j < full.n; j++) {
+		const struct kv_version *v = &full.v[j];
+		if (v->tombstone)
+			continue;
+		const uint8_t *nul = v->body.n ? memchr(v->body.p, 0, v->body.n) : NULL;
+		size_t sl = nul ? (size_t)(nul - v->body.p) : 0;
+		size_t dl = nul ? v->body.n - sl - 1 : 0;
+		if (!nul || !is_path_key(v->body.p, sl) || !is_path_key(nul + 1, dl)) {
+			printf("intent %s: malformed record (%zu bytes), removed\n", key, v->body.n);
+			n->malformed++;
+			continue;
+		}
+		char *src = strndup((const char *)v->body.p, sl);
+		char *dst = strndup((const char *)nul + 1, dl);
+		char *where = NULL;
+		rc = src && dst ? move_tree(c, src, dst, 0, &where) : -ENOMEM;
+		if (rc == 0)
+			printf("intent %s: moved %s to %s\n", key, src, show(kv_slice_str(dst)));
+		else
+			fprintf(stderr, "kvfsctl: fsck: intent %s: moving %s: %s; left for later\n",
+				key, where ? show(kv_slice_str(where)) : "?", why(c, rc));
+		free(where);
+		free(src);
+		free(dst);
+		if (rc < 0) {
+			n->intents_failed++;
+			goto out;
+		}
+		moved++;
+	}
+	if (full.n) {
+		rc = kv_client_delete(c, kv_slice_str(key), &full.ctx, NULL, NULL, NULL);
+		if (rc < 0) {
+			fprintf(stderr, "kvfsctl: fsck: intent %s: deleting it: %s\n", key, why(c, rc));
+			n->intents_failed++;
+			goto out;
+		}
+	}
+	if (moved)
+		n->intents_done++;
+out:
+	kv_dvv_release(&full);
+}
+
+/*
+ * Deletes the lease object of @e (under FS_LEASE_DIR) when the latest mtime
+ * of its live versions is more than @older_ns before @now_ns; a version
+ * whose metadata does not decode counts as old (nothing else reads it).
+ */
+static void fsck_lease(struct kv_client *c, const struct kv_client_list_entry *e, int64_t now_ns,
+		       int64_t older_ns, struct fsck_counts *n)
+{
+	int64_t newest = INT64_MIN;
+	for (size_t j = 0; j < e->set.n; j++) {
+		struct kv_fs_meta m;
+		if (!e->set.v[j].tombstone && kv_fs_meta_decode(e->set.v[j].meta, &m) == 0 &&
+		    m.mtime_ns > newest)
+			newest = m.mtime_ns;
+	}
+	char *key = child_key(kv_slice_str(FS_LEASE_DIR), kv_buf_slice(&e->name));
+	if (!key) {
+		n->errors++;
+		return;
+	}
+	if (newest != INT64_MIN && (newest > now_ns || now_ns - newest <= older_ns)) {
+		n->leases_kept++;
+		goto out;
+	}
+	int rc = kv_client_delete(c, kv_slice_str(key), &e->set.ctx, NULL, NULL, NULL);
+	if (rc < 0) {
+		fprintf(stderr, "kvfsctl: fsck: lease %s: deleting it: %s\n", show(kv_slice_str(key)),
+			why(c, rc));
+		n->errors++;
+		goto out;
+	}
+	char ts[64] = "unreadable metadata";
+	if (newest != INT64_MIN)
+		format_time(newest, ts, sizeof(ts));
+	printf("lease %s: removed (mtime %s)\n", show(kv_slice_str(key)), ts);
+	n->leases_removed++;
+out:
+	free(key);
+}
+
+/*
+ * Lists @dir (every page) and calls fsck_intent or fsck_lease on each entry
+ * with a live version. Returns 0 or -1 (message printed).
+ */
+static int fsck_dir(struct kv_client *c, const char *dir, bool leases, int64_t older_ns,
+		    struct fsck_counts *n)
+{
+	struct kv_client_list_page page = KV_CLIENT_LIST_PAGE_INIT;
+	struct kv_buf cursor = KV_BUF_INIT;
+	struct timespec now;
+	int ret = -1;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	for (int pages = 0;; pages++) {
+		if (pages == FS_LIST_MAX_PAGES) {
+			fail("fsck", kv_slice_str(dir), true, "more than %d pages", FS_LIST_MAX_PAGES);
+			goto out;
+		}
+		int rc = kv_client_list(c, kv_slice_str(dir), kv_buf_slice(&cursor), FS_LIST_PAGE,
+					NULL, &page);
+		if (rc < 0) {
+			fail("fsck", kv_slice_str(dir), true, "%s", why(c, rc));
+			goto out;
+		}
+		for (size_t i = 0; i < page.n; i++) {
+			struct kv_client_list_entry *e = &page.entries[i];
+			if (kv_dvv_live_count(&e->set) == 0)
+				continue;
+			if (leases) {
+				fsck_lease(c, e, now_ns, older_ns, n);
+				continue;
+			}
+			char *key = child_key(kv_slice_str(dir), kv_buf_slice(&e->name));
+			if (!key) {
+				n->errors++;
+				continue;
+			}
+			fsck_intent(c, key, n);
+			free(key);
+		}
+		if (!page.more)
+			break;
+		if (next_cursor("fsck", kv_slice_str(dir), &page, &cursor) < 0)
+			goto out;
+	}
+	ret = 0;
+out:
+	kv_buf_release(&cursor);
+	kv_client_list_page_release(&page);
+	return ret;
+}
+
+/*
+ * fsck [--leases-older-than SECONDS]: finishes every pending directory
+ * rename intent (doc/fs.md §6), and with the option deletes lease objects
+ * (doc/fs.md, fs_data_pin) older than SECONDS. Exit 0 clean or repaired, 1
+ * on error.
+ */
+static int cmd_fsck(struct kv_client *c, const struct opts *o, int argc, char **argv)
+{
+	(void)o;
+	static const struct option lo[] = {
+		{ "leases-older-than", required_argument, NULL, 'L' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int64_t older_s = -1;
+	int ch;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		if (ch != 'L')
+			usage();
+		char *end;
+		errno = 0;
+		unsigned long long v = strtoull(optarg, &end, 10);
+		if (*optarg == '\0' || *optarg == '-' || *end != '\0' || errno != 0 ||
+		    v > (unsigned long long)(INT64_MAX / 1000000000)) {
+			fprintf(stderr, "kvfsctl: fsck: --leases-older-than: expected seconds, got '%s'\n",
+				optarg);
+			return EXIT_ERR;
+		}
+		older_s = (int64_t)v;
+	}
+	if (argc != optind)
+		usage();
+	struct fsck_counts n = { 0 };
+	int rc = fsck_dir(c, FS_INTENT_DIR, false, 0, &n);
+	if (rc == 0 && older_s >= 0)
+		rc = fsck_dir(c, FS_LEASE_DIR, true, older_s * 1000000000, &n);
+	printf("fsck: %zu intent%s finished, %zu left for later, %zu malformed removed",
+	       n.intents_done, n.intents_done == 1 ? "" : "s", n.intents_failed, n.malformed);
+	if (older_s >= 0)
+		printf("; %zu lease%s removed, %zu kept", n.leases_removed,
+		       n.leases_removed == 1 ? "" : "s", n.leases_kept);
+	printf("\n");
+	fflush(stdout);
+	return rc == 0 && n.intents_failed == 0 && n.errors == 0 ? 0 : EXIT_ERR;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -752,6 +1327,10 @@ int main(int argc, char **argv)
 		fn = cmd_stats;
 	else if (!strcmp(cmd, "gc"))
 		fn = cmd_gc;
+	else if (!strcmp(cmd, "conflicts"))
+		fn = cmd_conflicts;
+	else if (!strcmp(cmd, "fsck"))
+		fn = cmd_fsck;
 	if (!fn) {
 		fprintf(stderr, "kvfsctl: unknown command '%s'\n", cmd);
 		usage();
