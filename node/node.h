@@ -313,6 +313,23 @@ int kv_node_lease_decode(struct kv_slice value, uint32_t *epoch, uint64_t *lease
 bool kv_node_key_is_chunk(struct kv_slice key);
 
 /*
+ * For drivers that keep chunk bodies outside the engine (node/chunkstore.h;
+ * doc/node.md "Chunks and reclamation"): true when @skey is the storage key
+ * of a chunk's body (kv_skey_encode() of a valid chunk key), and then its
+ * hash is in @hash. Only those keys carry bodies; records never match.
+ */
+bool kv_node_chunk_skey_hash(struct kv_slice skey, uint8_t hash[KV_NODE_CHUNK_HASH_LEN]);
+
+/*
+ * Appends the storage key and the value of a chunk record (@size bytes,
+ * age @touched in wall ns, never marked) to @skey and @value (caller-owned),
+ * so a driver can adopt a body whose record a crash lost. Returns 0 or
+ * -ENOMEM.
+ */
+int kv_node_chunk_record_encode(const uint8_t hash[KV_NODE_CHUNK_HASH_LEN], uint32_t size,
+				int64_t touched, struct kv_buf *skey, struct kv_buf *value);
+
+/*
  * The gc grace when a GC request names none: one hour, the longest upload
  * plus the hint lifetime (DESIGN §7 "Reclaiming chunks").
  */

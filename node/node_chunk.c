@@ -12,7 +12,9 @@
  *   CHUNK_MARK   (gc) records a gc epoch's mark on each chunk of a batch
  *
  * A replica keeps a chunk's age and mark in a small node-local record, apart
- * from its bytes, so touching or marking never rewrites the chunk. Every
+ * from its bytes, so touching or marking never rewrites the chunk. (The
+ * libuv driver keeps the bytes in files outside the engine: node/chunkstore.h;
+ * the core only sees storage effects on the body key.) Every
  * change to one chunk (store, touch, mark, sweep) is one OP_CHUNK_REC on the
  * chunk key's queue: read the record, decide, write.
  */
@@ -127,6 +129,28 @@ static int rec_encode(const struct kv_node_chunk_rec *rec, struct kv_buf *out)
 	    kv_buf_append_le32(out, rec->size) != 0 ||
 	    kv_buf_append_le64(out, (uint64_t)rec->touched) != 0 ||
 	    kv_buf_append_le64(out, rec->marked) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+bool kv_node_chunk_skey_hash(struct kv_slice skey, uint8_t hash[KV_NODE_CHUNK_HASH_LEN])
+{
+	/* be64 position, then the escaped chunk key: 00 FF 63 ... (doc/placement.md) */
+	if (skey.n < KV_SKEY_POS_SIZE + 3 || skey.p[KV_SKEY_POS_SIZE] != 0 ||
+	    skey.p[KV_SKEY_POS_SIZE + 1] != 0xFF || skey.p[KV_SKEY_POS_SIZE + 2] != 'c')
+		return false;
+	uint8_t key[KV_KEY_MAX];
+	size_t n = 0;
+	uint64_t pos;
+	int k = kv_skey_decode(skey, &pos, key, &n);
+	return k > 0 && (size_t)k == skey.n && chunk_key_parse(kv_slice_make(key, n), hash);
+}
+
+int kv_node_chunk_record_encode(const uint8_t hash[KV_NODE_CHUNK_HASH_LEN], uint32_t size,
+				int64_t touched, struct kv_buf *skey, struct kv_buf *value)
+{
+	struct kv_node_chunk_rec rec = { .size = size, .touched = touched };
+	if (rec_skey(skey, hash) != 0 || rec_encode(&rec, value) != 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -913,7 +937,10 @@ static int chunk_get_on_read(struct kv_node *node, struct kv_node_op *op, const 
 {
 	op->state = ST_WAIT;
 	if (in->read.status != 0)
-		return get_next(node, op, in->read.status == KV_ENOTFOUND ? KV_ENOTFOUND : -EIO,
+		return get_next(node, op,
+				in->read.status == KV_ENOTFOUND || in->read.status == KV_ECORRUPT
+					? in->read.status
+					: -EIO,
 				out);
 	struct kv_slice data;
 	if (body_decode(op->chunk->hash, in->read.value, &data) != 0)
@@ -954,6 +981,10 @@ static int rget_on_read(struct kv_node *node, struct kv_node_op *op, const struc
 	int rc = 0;
 	if (in->read.status == KV_ENOTFOUND) {
 		kv_node__answer_error(out, &op->origin, KV_ENOTFOUND, "chunk not on this replica");
+	} else if (in->read.status == KV_ECORRUPT) {
+		/* A damaged body file (doc/storage-format.md "Chunk store"). */
+		kv_node__answer_error(out, &op->origin, KV_ECORRUPT,
+				      "the stored chunk is damaged (bad length or magic)");
 	} else if (in->read.status != 0) {
 		kv_node__answer_error(out, &op->origin, in->read.status, "cannot read the chunk");
 	} else if (body_decode(op->chunk->hash, in->read.value, &data) != 0) {

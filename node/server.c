@@ -16,10 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "node/server_int.h"
+#include "ring/keys.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -414,6 +416,7 @@ struct srv_read {
 	struct srv_range_ent *ents;
 	size_t nents;
 	int status;
+	struct srv_read *bnext; /* s->rbatch, then its srv_read_batch */
 };
 
 static void read_work(uv_work_t *req)
@@ -421,6 +424,14 @@ static void read_work(uv_work_t *req)
 	struct srv_read *r = req->data;
 	struct kv_lsm *db = r->s->db;
 	if (!r->range) {
+		uint8_t hash[KV_NODE_CHUNK_HASH_LEN];
+		if (kv_node_chunk_skey_hash(kv_buf_slice(&r->key), hash)) {
+			/* A chunk body: one file, read whole (doc/node.md "Chunks"). */
+			r->status = kv_chunkstore_get(r->s->chunks, hash, &r->value);
+			if (r->status != KV_ENOTFOUND)
+				return;
+			/* else: a body stored in the engine before the chunk store */
+		}
 		r->status = kv_lsm_get(db, NULL, kv_buf_slice(&r->key), &r->value);
 		return;
 	}
@@ -529,6 +540,18 @@ static void queue_read(struct kv_server *s, uint64_t op, struct kv_buf *key, str
 		r->end = *end;
 		kv_buf_init(end);
 	}
+	uint8_t hash[KV_NODE_CHUNK_HASH_LEN];
+	if (!range && !kv_node_chunk_skey_hash(kv_buf_slice(&r->key), hash)) {
+		/* A small point read: batched with the others of this loop round. */
+		r->bnext = NULL;
+		if (s->rbatch_tail != NULL)
+			s->rbatch_tail->bnext = r;
+		else
+			s->rbatch = r;
+		s->rbatch_tail = r;
+		s->work_inflight++;
+		return;
+	}
 	if (uv_queue_work(&s->loop, &r->req, read_work, read_after) != 0) {
 		read_free(r);
 		goto fail;
@@ -538,6 +561,68 @@ static void queue_read(struct kv_server *s, uint64_t op, struct kv_buf *key, str
 fail:
 	/* The operation's own timer answers its client. */
 	kv_error("node %s: cannot queue a storage read", s->self_name);
+}
+
+/*
+ * Point reads queued in one loop round go to the pool together: one work
+ * item (one thread wake-up, one completion) per READ_BATCH_MAX reads instead
+ * of one each. The reads and their completions are the ones above.
+ */
+#define READ_BATCH_MAX 32u
+
+struct srv_read_batch {
+	uv_work_t req;
+	struct kv_server *s;
+	struct srv_read *head;
+};
+
+static void read_batch_work(uv_work_t *req)
+{
+	struct srv_read_batch *b = req->data;
+	for (struct srv_read *r = b->head; r != NULL; r = r->bnext)
+		read_work(&r->req);
+}
+
+static void read_batch_after(uv_work_t *req, int status)
+{
+	struct srv_read_batch *b = req->data;
+	struct srv_read *r = b->head;
+	free(b);
+	while (r != NULL) {
+		struct srv_read *next = r->bnext;
+		read_after(&r->req, status); /* frees @r */
+		r = next;
+	}
+}
+
+void kv_srv__reads_flush(struct kv_server *s)
+{
+	while (s->rbatch != NULL) {
+		struct srv_read *head = s->rbatch, *last = head;
+		for (unsigned k = 1; k < READ_BATCH_MAX && last->bnext != NULL; k++)
+			last = last->bnext;
+		s->rbatch = last->bnext;
+		if (s->rbatch == NULL)
+			s->rbatch_tail = NULL;
+		last->bnext = NULL;
+		struct srv_read_batch *b = calloc(1, sizeof *b);
+		if (b != NULL) {
+			b->s = s;
+			b->head = head;
+			b->req.data = b;
+			if (uv_queue_work(&s->loop, &b->req, read_batch_work, read_batch_after) == 0)
+				continue;
+			free(b);
+		}
+		/* The operations' own timers answer their clients. */
+		kv_error("node %s: cannot queue a storage read", s->self_name);
+		while (head != NULL) {
+			struct srv_read *next = head->bnext;
+			s->work_inflight--;
+			read_free(head);
+			head = next;
+		}
+	}
 }
 
 static void write_done_cb(void *arg, int status)
@@ -593,8 +678,119 @@ static void done_async_cb(uv_async_t *h)
 	kv_srv__maybe_finish(s);
 }
 
-static void queue_write(struct kv_server *s, const struct kv_node_storage_out *st)
+/*
+ * A chunk body write or delete, on the pool (doc/node.md "Chunks and
+ * reclamation"): bodies live in the chunk store, outside the engine, and
+ * the core's write effect completes once the file is durable.
+ */
+struct srv_chunk_write {
+	uv_work_t req;
+	struct kv_server *s;
+	uint64_t op;
+	bool del;
+	uint8_t hash[KV_NODE_CHUNK_HASH_LEN];
+	struct kv_buf key;    /* the body's storage key (legacy engine copy) */
+	struct kv_buf stored; /* put: the stored form, taken over from the effect */
+	int status;
+};
+
+static void chunk_write_work(uv_work_t *req)
 {
+	struct srv_chunk_write *w = req->data;
+	struct kv_server *s = w->s;
+	if (!w->del) {
+		int rc = kv_chunkstore_put(s->chunks, w->hash, kv_buf_slice(&w->stored));
+		w->status = rc > 0 ? 0 : rc;
+		return;
+	}
+	int rc = kv_chunkstore_delete(s->chunks, w->hash);
+	if (rc == KV_ENOTFOUND)
+		rc = 0;
+	/* A body an older kvfsd stored in the engine goes too. */
+	struct kv_buf old = KV_BUF_INIT;
+	int grc = kv_lsm_get(s->db, NULL, kv_buf_slice(&w->key), &old);
+	kv_buf_release(&old);
+	if (rc == 0 && grc == 0)
+		rc = kv_lsm_delete(s->db, kv_buf_slice(&w->key));
+	else if (rc == 0 && grc != KV_ENOTFOUND)
+		rc = grc;
+	w->status = rc;
+}
+
+static void chunk_write_after(uv_work_t *req, int status)
+{
+	struct srv_chunk_write *w = req->data;
+	struct kv_server *s = w->s;
+	s->work_inflight--;
+	if (status != 0 && w->status == 0)
+		w->status = status; /* cancelled */
+	if (w->status != 0)
+		kv_error("node %s: chunk body %s failed: %s", s->self_name,
+			 w->del ? "delete" : "write", kv_strerror(w->status));
+	if (!s->stopping) {
+		struct kv_input in = { .type = KV_INPUT_WRITE_DONE };
+		in.write.op = w->op;
+		in.write.status = w->status;
+		step(s, &in);
+	}
+	kv_buf_release(&w->key);
+	kv_buf_release(&w->stored);
+	free(w);
+	kv_srv__maybe_finish(s);
+}
+
+/* Completes write @op with @rc on the loop, later (never a nested step). */
+static void fail_write(struct kv_server *s, uint64_t op, int rc)
+{
+	struct srv_write *w = calloc(1, sizeof *w);
+	if (w == NULL) {
+		kv_error("node %s: out of memory for a write", s->self_name);
+		return;
+	}
+	w->s = s;
+	w->op = op;
+	s->writes_inflight++;
+	write_done_cb(w, rc);
+}
+
+/* Queues a body effect on the pool; false when @st is no body key. */
+static bool queue_chunk_write(struct kv_server *s, struct kv_node_storage_out *st)
+{
+	uint8_t hash[KV_NODE_CHUNK_HASH_LEN];
+	if (!kv_node_chunk_skey_hash(kv_buf_slice(&st->key), hash))
+		return false;
+	struct srv_chunk_write *w = calloc(1, sizeof *w);
+	if (w == NULL) {
+		fail_write(s, st->op, -ENOMEM);
+		return true;
+	}
+	w->s = s;
+	w->op = st->op;
+	w->del = st->del;
+	memcpy(w->hash, hash, sizeof hash);
+	w->req.data = w;
+	/* Take the effect's buffers over: the 4 MiB body is not copied. */
+	w->key = st->key;
+	kv_buf_init(&st->key);
+	w->stored = st->value;
+	kv_buf_init(&st->value);
+	int rc = uv_queue_work(&s->loop, &w->req, chunk_write_work, chunk_write_after);
+	if (rc != 0) {
+		kv_error("node %s: cannot queue a chunk write: %s", s->self_name, uv_strerror(rc));
+		fail_write(s, w->op, -EIO);
+		kv_buf_release(&w->key);
+		kv_buf_release(&w->stored);
+		free(w);
+		return true;
+	}
+	s->work_inflight++;
+	return true;
+}
+
+static void queue_write(struct kv_server *s, struct kv_node_storage_out *st)
+{
+	if (queue_chunk_write(s, st))
+		return;
 	struct srv_write *w = calloc(1, sizeof *w);
 	if (w == NULL) {
 		kv_error("node %s: out of memory for a write", s->self_name);
@@ -704,6 +900,8 @@ void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t reque
 	STAT("peer_failures", s->c.peer_failures);
 	STAT("fast_failovers", s->c.fast_failovers);
 	STAT("idle_closed", s->c.idle_closed);
+	STAT("frames_sent", s->c.frames_sent);
+	STAT("socket_writes", s->c.socket_writes);
 	STAT("ops_in_flight", kv_node_ops_in_flight(&s->node));
 	STAT("epoch", s->epoch);
 	struct kv_lsm_stats ls;
@@ -726,6 +924,13 @@ void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t reque
 	STAT("lsm_stalls", ls.stalls);
 	STAT("lsm_quarantined", ls.quarantined);
 	STAT("lsm_background_errors", ls.background_error != 0);
+	struct kv_chunkstore_stats cst;
+	kv_chunkstore_get_stats(s->chunks, &cst);
+	STAT("chunkstore_puts", cst.puts);
+	STAT("chunkstore_puts_existing", cst.puts_existing);
+	STAT("chunkstore_bytes_written", cst.bytes_written);
+	STAT("chunkstore_gets", cst.gets);
+	STAT("chunkstore_deletes", cst.deletes);
 	for (unsigned l = 0; l < KV_LSM_LEVELS; l++) {
 		char name[32];
 		snprintf(name, sizeof name, "lsm_tables_l%u", l);
@@ -917,6 +1122,155 @@ static int open_engine(struct kv_server *s, struct kv_lsm_open_report *rep, char
 	return rc;
 }
 
+/* ---- The chunk store (doc/node.md "Chunks and reclamation") ------------ */
+
+struct adopt_state {
+	struct kv_server *s;
+	int64_t now;
+	uint64_t adopted, dropped;
+};
+
+/*
+ * A body without a record (a crash between the body and its record, or
+ * within a sweep, which deletes the record first) is adopted: checked
+ * against its hash and given a record aged now, so marks keep it when a
+ * file needs it and the sweep reclaims it a grace later when none does.
+ * A body that fails its check is removed: no record names it.
+ */
+static int adopt_one(void *arg, const uint8_t hash[KV_CHUNKSTORE_HASH_LEN])
+{
+	struct adopt_state *a = arg;
+	struct kv_server *s = a->s;
+	struct kv_buf key = KV_BUF_INIT, value = KV_BUF_INIT, body = KV_BUF_INIT;
+	int rc = kv_node_chunk_record_encode(hash, 0, 0, &key, &value);
+	if (rc == 0)
+		rc = kv_lsm_get(s->db, NULL, kv_buf_slice(&key), &body);
+	if (rc != KV_ENOTFOUND)
+		goto out; /* 0: it has its record */
+	rc = kv_chunkstore_get(s->chunks, hash, &body);
+	uint8_t got[KV_NODE_CHUNK_HASH_LEN];
+	if (rc == 0)
+		crypto_generichash(got, sizeof got, body.p + KV_CHUNKSTORE_HEADER,
+				   body.n - KV_CHUNKSTORE_HEADER, NULL, 0);
+	if (rc == KV_ECORRUPT || (rc == 0 && memcmp(got, hash, sizeof got) != 0)) {
+		rc = kv_chunkstore_delete(s->chunks, hash);
+		a->dropped++;
+		goto out;
+	}
+	if (rc != 0)
+		goto out;
+	kv_buf_reset(&key);
+	kv_buf_reset(&value);
+	rc = kv_node_chunk_record_encode(hash, (uint32_t)(body.n - KV_CHUNKSTORE_HEADER), a->now,
+					 &key, &value);
+	if (rc == 0)
+		rc = kv_lsm_put(s->db, kv_buf_slice(&key), kv_buf_slice(&value));
+	if (rc == 0)
+		a->adopted++;
+out:
+	kv_buf_release(&key);
+	kv_buf_release(&value);
+	kv_buf_release(&body);
+	return rc == KV_ENOTFOUND ? 0 : rc;
+}
+
+/*
+ * The other direction: a record whose body is gone (removed by hand, lost
+ * by a disk) would make every later store of that chunk a mere age refresh,
+ * so this replica would never hold it again. Such records are deleted: the
+ * next store writes the body again. Bodies an older kvfsd kept in the
+ * engine count as present. Returns 0 or an engine error; *dropped counts.
+ */
+static int drop_bodiless_records(struct kv_server *s, uint64_t *dropped)
+{
+	static const uint8_t lo[4] = { 0, 0, 0, 1 }, hi[4] = { 0, 0, 0, 2 };
+	struct kv_lsm_iter_options io;
+	memset(&io, 0, sizeof io);
+	io.lower = kv_slice_make(lo, sizeof lo);
+	io.upper = kv_slice_make(hi, sizeof hi);
+	struct kv_lsm_batch *b = kv_lsm_batch_new();
+	struct kv_iter *it = b != NULL ? kv_lsm_iter(s->db, &io) : NULL;
+	struct kv_buf ckey = KV_BUF_INIT, val = KV_BUF_INIT;
+	int rc = it == NULL ? -ENOMEM : 0;
+	*dropped = 0;
+	if (it != NULL)
+		kv_iter_seek_first(it);
+	for (; rc == 0 && it != NULL && kv_iter_valid(it); kv_iter_next(it)) {
+		struct kv_slice k = kv_iter_key(it);
+		/* node.h: 00 00 00 01 ‖ hash ‖ 00 */
+		if (k.n != KV_NODE_CHUNK_RECORD_KEY_LEN)
+			continue;
+		const uint8_t *hash = k.p + 4;
+		if (kv_chunkstore_exists(s->chunks, hash) != KV_ENOTFOUND)
+			continue;
+		uint8_t chunk_key[KV_NODE_CHUNK_KEY_LEN] = { 0, 'c' };
+		memcpy(chunk_key + 2, hash, KV_NODE_CHUNK_HASH_LEN);
+		kv_buf_reset(&ckey);
+		rc = kv_skey_encode(&ckey, kv_slice_make(chunk_key, sizeof chunk_key));
+		int g = rc == 0 ? kv_lsm_get(s->db, NULL, kv_buf_slice(&ckey), &val) : rc;
+		if (g == 0)
+			continue; /* a body in the engine */
+		if (g != KV_ENOTFOUND) {
+			rc = g;
+			break;
+		}
+		rc = kv_lsm_batch_delete(b, k);
+		(*dropped)++;
+	}
+	if (rc == 0 && it != NULL)
+		rc = kv_iter_status(it);
+	if (it != NULL)
+		kv_iter_destroy(it);
+	if (rc == 0 && *dropped > 0)
+		rc = kv_lsm_write(s->db, b);
+	if (b != NULL)
+		kv_lsm_batch_free(b);
+	kv_buf_release(&ckey);
+	kv_buf_release(&val);
+	return rc;
+}
+
+/*
+ * Opens DATA/chunks. After an unclean stop (@unclean: RUNNING was left
+ * behind) the bodies and the records are checked against each other, both
+ * ways (doc/storage-format.md "Chunk store"); a clean stop leaves them
+ * consistent, so a clean start skips the scan.
+ */
+static int open_chunks(struct kv_server *s, bool unclean, char *err, size_t errlen)
+{
+	char path[4200];
+	struct kv_chunkstore_open_report rep;
+	size_t max = s->o.max_value > ((size_t)4 << 20) ? s->o.max_value : (size_t)4 << 20;
+	int rc = path_join(path, sizeof path, s->o.data_dir, "chunks");
+	if (rc == 0)
+		rc = kv_chunkstore_open(kv_vfs_posix(), path, max, &s->chunks, &rep);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot open the chunk store in %s: %s", path,
+			 kv_strerror(rc));
+		return rc;
+	}
+	if (rep.temps_removed || rep.strays)
+		kv_info("node %s: chunk store: %" PRIu64 " unfinished writes removed, %" PRIu64
+			" unknown names left alone", s->self_name, rep.temps_removed, rep.strays);
+	if (!unclean)
+		return 0;
+	struct adopt_state a = { .s = s, .now = (int64_t)kv_wall_ns() };
+	uint64_t bodiless = 0;
+	rc = kv_chunkstore_each(s->chunks, adopt_one, &a);
+	if (rc == 0)
+		rc = drop_bodiless_records(s, &bodiless);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot check the chunk store in %s against its records: %s",
+			 path, kv_strerror(rc));
+		return rc;
+	}
+	if (a.adopted || a.dropped || bodiless)
+		kv_warn("node %s: chunk store: %" PRIu64 " bodies without a record adopted, %" PRIu64
+			" damaged ones removed, %" PRIu64 " records without a body removed",
+			s->self_name, a.adopted, a.dropped, bodiless);
+	return 0;
+}
+
 static int init_node(struct kv_server *s, uint64_t lease)
 {
 	struct kv_node_member *mem = calloc(s->o.n_members, sizeof *mem);
@@ -1067,6 +1421,9 @@ int kv_server_start(const struct kv_server_options *o, struct kv_server **out, c
 		kv_info("node %s: recovery: %" PRIu64 " WAL records, %" PRIu64
 			" bytes skipped, %u tables quarantined", s->self_name, rep.wal_records,
 			rep.wal_bytes_skipped, rep.tables_quarantined);
+	rc = open_chunks(s, running_marker_present(o->data_dir) != 0, err, errlen);
+	if (rc != 0)
+		goto out;
 	rc = open_state(s, &rep, &st, &lease, err, errlen);
 	if (rc != 0)
 		goto out;
@@ -1107,6 +1464,7 @@ out:
 		running_marker_clear(o->data_dir); /* nothing ran */
 		kv_lsm_close(s->db);
 	}
+	kv_chunkstore_close(s->chunks);
 	server_free(s);
 	return rc;
 }
@@ -1122,6 +1480,8 @@ int kv_server_stop(struct kv_server *s)
 	if (rc != 0)
 		kv_error("node %s: uv_loop_close: %s", s->self_name, uv_strerror(rc));
 	int rc2 = kv_lsm_close(s->db);
+	kv_chunkstore_close(s->chunks);
+	s->chunks = NULL;
 	if (rc2 != 0)
 		kv_error("node %s: closing the storage engine: %s", s->self_name,
 			 kv_strerror(rc2));

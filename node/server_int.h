@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "lsm/lsm.h"
+#include "node/chunkstore.h"
 #include "node/node.h"
 #include "node/server.h"
 #include "proto/frame.h"
@@ -39,6 +40,7 @@ enum srv_conn_state {
 };
 
 struct srv_peer;
+struct srv_read;
 
 /*
  * One TCP connection: accepted (a client or a peer's outgoing connection)
@@ -60,7 +62,11 @@ struct srv_conn {
 	bool close_when_flushed;      /* an ERROR was sent before closing */
 	bool closed;                  /* uv_close() called: freed in its callback */
 	uint64_t closing_since_ns;    /* close_when_flushed since */
-	size_t queued_bytes;          /* written, not yet completed */
+	size_t queued_bytes;          /* in @obuf or written, not yet completed */
+	struct kv_buf obuf;           /* frames not handed to uv_write yet: written
+				       * out once per loop iteration (kv_srv__flush) */
+	bool dirty;                   /* on s->dirty (obuf not empty) */
+	struct srv_conn *dnext;       /* s->dirty */
 	uint64_t opened_ns;           /* accept or connect time (uv_hrtime) */
 	uint64_t partial_since_ns;    /* a partial frame buffered since, or 0 */
 	struct kv_frame_decoder dec;
@@ -120,6 +126,8 @@ struct srv_counters {
 	uint64_t peer_failures;
 	uint64_t fast_failovers;
 	uint64_t idle_closed;
+	uint64_t frames_sent;    /* frames queued on connections */
+	uint64_t socket_writes;  /* uv_write()s they went out in (coalesced) */
 };
 
 /* A storage write in flight; engine threads append it to s->done (done_lock). */
@@ -149,6 +157,7 @@ struct kv_server {
 	uint16_t port;
 
 	struct kv_lsm *db;
+	struct kv_chunkstore *chunks; /* chunk bodies (chunkstore.h); thread-safe */
 	struct kv_node node;
 	bool node_ready;
 	struct kv_effects fx;
@@ -157,6 +166,10 @@ struct kv_server {
 	size_t nsynth, capsynth;
 
 	struct srv_conn *conns;       /* every open connection */
+	struct srv_conn *dirty;       /* connections with bytes in obuf */
+	uv_prepare_t flush_prepare;   /* flush s->dirty before the loop blocks */
+	uv_check_t flush_check;       /* and after each round of I/O callbacks */
+	bool flush_up;                /* both initialized (to close) */
 	struct srv_conn *conn_hash[SRV_HASH_BUCKETS];
 	uint64_t next_conn_id;
 	struct srv_timer *timers[SRV_HASH_BUCKETS];
@@ -166,7 +179,9 @@ struct kv_server {
 	pthread_mutex_t done_lock;
 	struct srv_write *done;       /* done_lock: completed writes, newest first */
 
-	unsigned work_inflight;       /* reads and range reads on the pool */
+	unsigned work_inflight;       /* reads and range reads on the pool or batched */
+	struct srv_read *rbatch, *rbatch_tail; /* point reads of this loop round, not
+				       * queued yet (kv_srv__reads_flush) */
 	unsigned writes_inflight;     /* kv_lsm_write_async() not completed */
 	bool stopping;
 	struct srv_counters c;
@@ -183,6 +198,8 @@ void kv_srv__peer_input(struct kv_server *s, uint32_t from, uint64_t request_id,
 void kv_srv__synth_error(struct kv_server *s, uint32_t from, uint64_t request_id);
 void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t request_id);
 void kv_srv__maybe_finish(struct kv_server *s);
+/* Sends the point reads batched in this loop round to the pool. */
+void kv_srv__reads_flush(struct kv_server *s);
 
 /* server_net.c */
 int kv_srv__net_start(struct kv_server *s, char *err, size_t errlen);

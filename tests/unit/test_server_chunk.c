@@ -23,10 +23,14 @@
 #include "client/client.h"
 #include "fuse/chunk.h"
 #include "fuse/object.h"
+#include "lsm/lsm.h"
+#include "node/node.h"
 #include "node/server.h"
+#include "ring/keys.h"
 #include "proto/auth.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/time.h"
 
 #define NNODES 3
 
@@ -241,6 +245,208 @@ static void test_server_chunk__put_get_through_each_node_then_gc(void **state)
 	cluster_down(&cl);
 }
 
+/* DIR/nI/chunks/XX/<hex> of @hash on node @i (doc/storage-format.md "Chunk store"). */
+static void body_file(const struct cluster *cl, int i, const uint8_t *hash, char *dst, size_t cap)
+{
+	int k = snprintf(dst, cap, "%s/n%d/chunks/%02x/", cl->dir, i + 1, hash[0]);
+	for (int b = 0; b < KV_FS_HASH_LEN; b++)
+		k += snprintf(dst + k, cap - (size_t)k, "%02x", hash[b]);
+}
+
+/* Whether @path exists within 5 s (a put returns at W acks; the last
+ * replica may still be writing). */
+static bool file_appears(const char *path)
+{
+	for (int i = 0; i < 500; i++) {
+		if (access(path, R_OK) == 0)
+			return true;
+		usleep(10 * 1000);
+	}
+	return false;
+}
+
+static void write_body_file(const char *path, const uint8_t *data, size_t n)
+{
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	uint8_t hdr[8] = { 'K', 'V', 'C', 'K', (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16),
+			   (uint8_t)(n >> 24) };
+	assert_int_equal(fwrite(hdr, 1, sizeof hdr, f), sizeof hdr);
+	assert_int_equal(fwrite(data, 1, n, f), n);
+	assert_int_equal(fclose(f), 0);
+}
+
+/*
+ * Bodies are files outside the engine: one per replica; a damaged one is
+ * answered by another replica; at a restart, temp files go, a body without
+ * a record is adopted (and later swept as garbage), a body that fails its
+ * hash is removed.
+ */
+static void test_server_chunk__bodies_are_files_and_orphans_are_adopted(void **state)
+{
+	(void)state;
+	struct cluster cl;
+	memset(&cl, 0, sizeof cl);
+	snprintf(cl.dir, sizeof cl.dir, "/tmp/kvfs-test-chunk-XXXXXX");
+	assert_non_null(mkdtemp(cl.dir));
+	for (int i = 0; i < NNODES; i++) {
+		cl.ports[i] = free_port();
+		snprintf(cl.nodes[i], sizeof cl.nodes[i], "127.0.0.1:%u", cl.ports[i]);
+	}
+	for (int i = 0; i < NNODES; i++)
+		node_start(&cl, i);
+	struct kv_client *c = client_of(&cl, 0);
+	size_t n = 3000;
+	uint8_t *data = malloc(n), *orphan = malloc(n);
+	assert_non_null(data);
+	assert_non_null(orphan);
+	uint8_t key[KV_FS_CHUNK_KEY_LEN], hash[KV_FS_HASH_LEN];
+	uint8_t okey[KV_FS_CHUNK_KEY_LEN], ohash[KV_FS_HASH_LEN];
+	make_chunk(data, n, 41, key, hash);
+	make_chunk(orphan, n, 42, okey, ohash);
+	struct kv_slice ks = kv_slice_make(key, sizeof key), oks = kv_slice_make(okey, sizeof okey);
+	assert_int_equal(kv_client_chunk_put(c, ks, kv_slice_make(data, n), NULL), 0);
+	char path[512], tmp[600];
+	for (int i = 0; i < NNODES; i++) {
+		body_file(&cl, i, hash, path, sizeof path);
+		assert_true(file_appears(path));
+	}
+	/* Node 1's copy truncated: node 1 reads itself first, then another. */
+	body_file(&cl, 0, hash, path, sizeof path);
+	assert_int_equal(truncate(path, 100), 0);
+	struct kv_buf got = KV_BUF_INIT;
+	assert_int_equal(kv_client_chunk_get(c, ks, NULL, &got), 0);
+	assert_int_equal(got.n, n);
+	assert_memory_equal(got.p, data, n);
+
+	/* Nodes 2 and 3 stopped, as if they had crashed (RUNNING left behind).
+	 * Node 2 gets a body without a record, a damaged one and a temp file;
+	 * node 3 loses the body of the first chunk, not its record. */
+	for (int i = 1; i < 3; i++) {
+		assert_int_equal(kv_server_stop(cl.srv[i]), 0);
+		cl.srv[i] = NULL;
+		snprintf(path, sizeof path, "%s/n%d/RUNNING", cl.dir, i + 1);
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		assert_int_equal(fclose(f), 0);
+	}
+	body_file(&cl, 2, hash, path, sizeof path);
+	assert_int_equal(unlink(path), 0);
+	body_file(&cl, 1, ohash, path, sizeof path);
+	write_body_file(path, orphan, n);
+	snprintf(tmp, sizeof tmp, "%s.3.tmp", path);
+	write_body_file(tmp, orphan, 10);
+	uint8_t bad[KV_FS_HASH_LEN];
+	memcpy(bad, ohash, sizeof bad);
+	bad[31] ^= 1;
+	char badpath[512];
+	body_file(&cl, 1, bad, badpath, sizeof badpath);
+	write_body_file(badpath, orphan, n);
+	node_start(&cl, 1);
+	node_start(&cl, 2);
+	assert_int_equal(access(tmp, F_OK), -1);
+	assert_int_equal(access(badpath, F_OK), -1);
+	assert_int_equal(access(path, R_OK), 0);
+	struct kv_client *c2 = client_of(&cl, 1);
+	assert_int_equal(kv_client_chunk_get(c2, oks, NULL, &got), 0);
+	assert_memory_equal(got.p, orphan, n);
+	/* Node 3 dropped the record of its lost body: the next store rewrites it
+	 * there (the reply comes at W acks, which may all say "existed"). */
+	assert_true(kv_client_chunk_put(c, ks, kv_slice_make(data, n), NULL) >= 0);
+	body_file(&cl, 2, hash, tmp, sizeof tmp);
+	assert_true(file_appears(tmp));
+
+	/* Neither is referenced: a gc with a 1 s grace sweeps both, files too
+	 * (the damaged copy's record names it: swept with the others). */
+	usleep(1500 * 1000);
+	struct kv_client_gc_result r;
+	assert_int_equal(kv_client_gc(c2, 1, NULL, &r), 0);
+	assert_int_equal(r.swept, 4);
+	assert_int_equal(access(path, F_OK), -1);
+	for (int i = 0; i < NNODES; i++) {
+		body_file(&cl, i, hash, path, sizeof path);
+		assert_int_equal(access(path, F_OK), -1);
+	}
+	assert_int_equal(kv_client_chunk_get(c, ks, NULL, &got), KV_ENOTFOUND);
+	kv_buf_release(&got);
+	kv_client_free(c);
+	kv_client_free(c2);
+	free(data);
+	free(orphan);
+	cluster_down(&cl);
+}
+
+/*
+ * A data directory from before the chunk store keeps bodies in the engine:
+ * they are still read, re-putting them finds them, and a sweep deletes them
+ * from the engine.
+ */
+static void test_server_chunk__bodies_in_the_engine_still_work(void **state)
+{
+	(void)state;
+	struct cluster cl;
+	memset(&cl, 0, sizeof cl);
+	snprintf(cl.dir, sizeof cl.dir, "/tmp/kvfs-test-chunk-XXXXXX");
+	assert_non_null(mkdtemp(cl.dir));
+	for (int i = 0; i < NNODES; i++) {
+		cl.ports[i] = free_port();
+		snprintf(cl.nodes[i], sizeof cl.nodes[i], "127.0.0.1:%u", cl.ports[i]);
+	}
+	size_t n = 2000;
+	uint8_t *data = malloc(n);
+	assert_non_null(data);
+	uint8_t key[KV_FS_CHUNK_KEY_LEN], hash[KV_FS_HASH_LEN];
+	make_chunk(data, n, 51, key, hash);
+	struct kv_slice ks = kv_slice_make(key, sizeof key);
+	for (int i = 0; i < NNODES; i++) {
+		node_start(&cl, i); /* makes the data directory */
+		assert_int_equal(kv_server_stop(cl.srv[i]), 0);
+		cl.srv[i] = NULL;
+		char db[512];
+		snprintf(db, sizeof db, "%s/n%d/db", cl.dir, i + 1);
+		struct kv_lsm_options lo;
+		kv_lsm_options_init(&lo);
+		struct kv_lsm *lsm = NULL;
+		assert_int_equal(kv_lsm_open(db, &lo, &lsm, NULL), 0);
+		struct kv_buf skey = KV_BUF_INIT, body = KV_BUF_INIT, rkey = KV_BUF_INIT,
+			      rval = KV_BUF_INIT;
+		assert_int_equal(kv_skey_encode(&skey, ks), 0);
+		assert_int_equal(kv_buf_append(&body, "KVCK", 4), 0);
+		assert_int_equal(kv_buf_append_le32(&body, (uint32_t)n), 0);
+		assert_int_equal(kv_buf_append(&body, data, n), 0);
+		assert_int_equal(kv_node_chunk_record_encode(hash, (uint32_t)n,
+							     (int64_t)kv_wall_ns(), &rkey, &rval),
+				 0);
+		assert_int_equal(kv_lsm_put(lsm, kv_buf_slice(&skey), kv_buf_slice(&body)), 0);
+		assert_int_equal(kv_lsm_put(lsm, kv_buf_slice(&rkey), kv_buf_slice(&rval)), 0);
+		assert_int_equal(kv_lsm_close(lsm), 0);
+		kv_buf_release(&skey);
+		kv_buf_release(&body);
+		kv_buf_release(&rkey);
+		kv_buf_release(&rval);
+	}
+	for (int i = 0; i < NNODES; i++)
+		node_start(&cl, i);
+	struct kv_client *c = client_of(&cl, 0);
+	struct kv_buf got = KV_BUF_INIT;
+	assert_int_equal(kv_client_chunk_get(c, ks, NULL, &got), 0);
+	assert_int_equal(got.n, n);
+	assert_memory_equal(got.p, data, n);
+	assert_int_equal(kv_client_chunk_put(c, ks, kv_slice_make(data, n), NULL), 1);
+	char path[512];
+	body_file(&cl, 0, hash, path, sizeof path);
+	assert_int_equal(access(path, F_OK), -1); /* found in the engine: no file */
+	usleep(1500 * 1000);
+	struct kv_client_gc_result r;
+	assert_int_equal(kv_client_gc(c, 1, NULL, &r), 0);
+	assert_int_equal(r.swept, 3);
+	assert_int_equal(kv_client_chunk_get(c, ks, NULL, &got), KV_ENOTFOUND);
+	kv_buf_release(&got);
+	kv_client_free(c);
+	free(data);
+	cluster_down(&cl);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -251,6 +457,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_server_chunk__put_get_through_each_node_then_gc),
+		cmocka_unit_test(test_server_chunk__bodies_are_files_and_orphans_are_adopted),
+		cmocka_unit_test(test_server_chunk__bodies_in_the_engine_still_work),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
