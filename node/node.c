@@ -11,6 +11,7 @@
 
 #include "node/node_int.h"
 #include "ring/keys.h"
+#include "util/checksum.h"
 #include "util/coding.h"
 #include "util/error.h"
 
@@ -239,6 +240,9 @@ int kv_node__storage_write(struct kv_node *node, struct kv_node_op *op, const st
 		out->writes.n--;
 		return rc;
 	}
+	/* A join acknowledges with this hash: no second encoding for it. */
+	op->written_hash = kv_hash64(s->value.p, s->value.n);
+	op->written_hash_ok = set == &op->set;
 	op->storage_op = kv_node__id(node);
 	s->op = op->storage_op;
 	op->state = ST_WRITE;

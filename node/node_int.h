@@ -146,6 +146,9 @@ struct kv_node_op {
 	struct kv_node_put_args put;
 	struct kv_dvv set;  /* OP_COORD_PUT result, OP_JOIN incoming, OP_GET merged */
 	struct kv_dot dot;  /* OP_COORD_PUT: the minted (or retried) dot */
+	uint64_t written_hash; /* kv_hash64() of the set's encoding that
+				* kv_node__storage_write() wrote (the join's ack) */
+	bool written_hash_ok;
 	bool retry;         /* OP_COORD_PUT: kv_dvv_put() found the request id */
 	uint64_t lease_round; /* ST_LEASE: node->lease_round when it last tried */
 	struct kv_node_list *list; /* OP_LIST, OP_REPLICA_LIST (node_list.c) */

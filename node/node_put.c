@@ -530,8 +530,12 @@ static int ack_join(struct kv_node *node, struct kv_node_op *op, struct kv_effec
 	struct kv_node_msg_out *m =
 		kv_node__answer(out, &op->origin, kv_msg_reply_type(op->origin.req_type));
 	if (m != NULL) {
-		rc = kv_dvv_encode(&op->set, &enc);
-		m->msg.replica_ack.set_hash = kv_hash64(enc.p, enc.n);
+		if (op->written_hash_ok) {
+			m->msg.replica_ack.set_hash = op->written_hash; /* what we wrote */
+		} else {
+			rc = kv_dvv_encode(&op->set, &enc);
+			m->msg.replica_ack.set_hash = kv_hash64(enc.p, enc.n);
+		}
 		m->msg.replica_ack.nversions = (uint32_t)op->set.n;
 	}
 	kv_buf_release(&enc);

@@ -72,6 +72,7 @@ static struct srv_conn *conn_new(struct kv_server *s, bool outgoing)
 static void conn_free_cb(uv_handle_t *h)
 {
 	struct srv_conn *c = h->data;
+	kv_buf_release(&c->obuf);
 	kv_frame_decoder_release(&c->dec);
 	free(c->rbuf);
 	free(c);
@@ -97,6 +98,17 @@ static void conn_close(struct srv_conn *c, int err)
 	struct srv_conn **pp = conn_hslot(s, c->id);
 	if (*pp == c)
 		*pp = c->hnext;
+	if (c->dirty) {
+		/* Frames not written yet are dropped with the connection. */
+		struct srv_conn **dp = &s->dirty;
+		while (*dp != c)
+			dp = &(*dp)->dnext;
+		*dp = c->dnext;
+		c->dirty = false;
+		c->dnext = NULL;
+	}
+	c->queued_bytes -= c->obuf.n;
+	kv_buf_release(&c->obuf);
 	struct srv_peer *p = c->peer;
 	c->peer = NULL;
 	uv_close((uv_handle_t *)&c->tcp, conn_free_cb);
@@ -168,35 +180,146 @@ static void write_cb(uv_write_t *req, int status)
 	}
 }
 
-/* Writes the bytes of @b (taken over; @b is left empty). 0 or an error. */
+/*
+ * Writes the frames queued in c->obuf with one write(2): uv_try_write()
+ * first, which needs no write request, no completion callback and, in this
+ * libuv, no epoll_ctl() afterwards (a finished uv_write() costs one); what
+ * the socket does not take goes to one uv_write(). Returns 0, or an error
+ * or KV_ECLOSED when @c was closed (by a failure, or because it was closing
+ * once flushed).
+ */
+static int conn_flush(struct srv_conn *c)
+{
+	if (c->closed || c->obuf.n == 0)
+		return c->closed ? KV_ECLOSED : 0;
+	struct kv_server *s = c->s;
+	s->c.socket_writes++;
+	uv_buf_t ub = uv_buf_init((char *)c->obuf.p, (unsigned)c->obuf.n);
+	int k = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+	if (k < 0 && k != UV_EAGAIN) {
+		conn_close(c, k);
+		return k;
+	}
+	size_t done = k > 0 ? (size_t)k : 0;
+	c->queued_bytes -= done;
+	if (done == c->obuf.n) {
+		c->obuf.n = 0; /* all written: keep the buffer for the next round */
+		if (c->close_when_flushed && c->queued_bytes == 0) {
+			conn_close(c, KV_ECLOSED);
+			return KV_ECLOSED;
+		}
+		if (c->paused && c->queued_bytes <= s->o.max_conn_queue_bytes / 2) {
+			c->paused = false;
+			conn_read_start(c);
+		}
+		return 0;
+	}
+	struct srv_wreq *wr = calloc(1, sizeof *wr);
+	if (wr == NULL) {
+		conn_close(c, -ENOMEM);
+		return -ENOMEM;
+	}
+	wr->c = c;
+	wr->n = c->obuf.n - done;
+	if (done > 0) {
+		memmove(c->obuf.p, c->obuf.p + done, wr->n);
+		c->obuf.n = wr->n;
+	}
+	wr->p = kv_buf_detach(&c->obuf, &wr->n);
+	wr->req.data = wr;
+	ub = uv_buf_init((char *)wr->p, (unsigned)wr->n);
+	int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &ub, 1, write_cb);
+	if (rc != 0) {
+		c->queued_bytes -= wr->n;
+		free(wr->p);
+		free(wr);
+		conn_close(c, rc);
+		return rc;
+	}
+	return 0;
+}
+
+/*
+ * Writes every connection's queued frames: called before the loop blocks
+ * (prepare) and after each round of I/O callbacks (check), so the replies,
+ * acks and replica writes that one round produced for one connection leave
+ * in one write(2) instead of one each.
+ */
+static void flush_dirty(struct kv_server *s)
+{
+	kv_srv__reads_flush(s);
+	while (s->dirty != NULL) {
+		struct srv_conn *c = s->dirty;
+		s->dirty = c->dnext;
+		c->dnext = NULL;
+		c->dirty = false;
+		(void)conn_flush(c); /* may close @c (unlinked already) */
+	}
+}
+
+static void flush_prepare_cb(uv_prepare_t *h)
+{
+	flush_dirty(h->data);
+}
+
+static void flush_check_cb(uv_check_t *h)
+{
+	flush_dirty(h->data);
+}
+
+/* A connection's obuf above this is written at once, not at the end of the round. */
+#define OBUF_FLUSH_BYTES (256u * 1024)
+
+/*
+ * Queues @nbytes just appended to c->obuf: counts them, marks @c for the
+ * flush at the end of the loop round, and applies backpressure.
+ */
+static void conn_queued(struct srv_conn *c, size_t nbytes)
+{
+	struct kv_server *s = c->s;
+	c->queued_bytes += nbytes;
+	s->c.frames_sent++;
+	if (!c->dirty) {
+		c->dirty = true;
+		c->dnext = s->dirty;
+		s->dirty = c;
+	}
+	if (c->obuf.n >= OBUF_FLUSH_BYTES || !s->flush_up) {
+		/* Large, or no flush handles (not started / stopping): now. */
+		struct srv_conn **dp = &s->dirty;
+		while (*dp != c)
+			dp = &(*dp)->dnext;
+		*dp = c->dnext;
+		c->dirty = false;
+		c->dnext = NULL;
+		if (conn_flush(c) != 0)
+			return;
+	}
+	/* A client that does not read its replies stops being read (DESIGN §9). */
+	if (!c->outgoing && !c->paused && c->queued_bytes > s->o.max_conn_queue_bytes) {
+		c->paused = true;
+		uv_read_stop((uv_stream_t *)&c->tcp);
+	}
+}
+
+/* Queues the bytes of @b (taken over; @b is left empty). 0 or an error. */
 static int conn_write(struct srv_conn *c, struct kv_buf *b)
 {
 	if (c->closed) {
 		kv_buf_release(b);
 		return KV_ECLOSED;
 	}
-	struct srv_wreq *wr = calloc(1, sizeof *wr);
-	if (wr == NULL) {
+	size_t n = b->n;
+	if (c->obuf.n == 0) {
+		struct kv_buf empty = c->obuf; /* take @b's bytes over: no copy */
+		c->obuf = *b;
+		*b = empty;
+	} else if (kv_buf_append(&c->obuf, b->p, b->n) != 0) {
 		kv_buf_release(b);
 		return -ENOMEM;
 	}
-	wr->c = c;
-	wr->p = kv_buf_detach(b, &wr->n);
-	wr->req.data = wr;
-	uv_buf_t ub = uv_buf_init((char *)wr->p, (unsigned)wr->n);
-	int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &ub, 1, write_cb);
-	if (rc != 0) {
-		free(wr->p);
-		free(wr);
-		conn_close(c, rc);
-		return rc;
-	}
-	c->queued_bytes += wr->n;
-	/* A client that does not read its replies stops being read (DESIGN §9). */
-	if (!c->outgoing && !c->paused && c->queued_bytes > c->s->o.max_conn_queue_bytes) {
-		c->paused = true;
-		uv_read_stop((uv_stream_t *)&c->tcp);
-	}
+	kv_buf_release(b);
+	conn_queued(c, n);
 	return 0;
 }
 
@@ -211,10 +334,9 @@ int kv_srv__conn_send(struct srv_conn *c, const struct kv_msg *m, uint64_t reque
 	struct kv_server *s = c->s;
 	if (c->closed)
 		return KV_ECLOSED;
-	struct kv_buf b = KV_BUF_INIT;
-	int rc = encode(s, m, request_id, &b);
+	size_t before = c->obuf.n;
+	int rc = encode(s, m, request_id, &c->obuf); /* appends; unchanged on failure */
 	if (rc != 0) {
-		kv_buf_release(&b);
 		if (m->type == KV_MSG_ERROR)
 			return rc;
 		kv_warn("node %s: cannot encode %s: %s", s->self_name, kv_msg_type_name(m->type),
@@ -227,7 +349,8 @@ int kv_srv__conn_send(struct srv_conn *c, const struct kv_msg *m, uint64_t reque
 	}
 	if (m->type == KV_MSG_ERROR)
 		s->c.errors_sent++;
-	return conn_write(c, &b);
+	conn_queued(c, c->obuf.n - before);
+	return 0;
 }
 
 void kv_srv__conn_error(struct srv_conn *c, uint64_t request_id, int code, const char *fmt, ...)
@@ -920,6 +1043,16 @@ int kv_srv__net_start(struct kv_server *s, char *err, size_t errlen)
 		p->connect_timer.data = p;
 		s->npeers++;
 	}
+	/* Coalesced output (flush_dirty): unreferenced, they never keep the loop alive. */
+	uv_prepare_init(&s->loop, &s->flush_prepare);
+	uv_check_init(&s->loop, &s->flush_check);
+	s->flush_prepare.data = s;
+	s->flush_check.data = s;
+	uv_prepare_start(&s->flush_prepare, flush_prepare_cb);
+	uv_check_start(&s->flush_check, flush_check_cb);
+	uv_unref((uv_handle_t *)&s->flush_prepare);
+	uv_unref((uv_handle_t *)&s->flush_check);
+	s->flush_up = true;
 	uv_timer_init(&s->loop, &s->sweep_timer);
 	s->sweep_timer.data = s;
 	s->sweep_up = true;
@@ -959,6 +1092,12 @@ int kv_srv__net_start(struct kv_server *s, char *err, size_t errlen)
 
 void kv_srv__net_stop(struct kv_server *s)
 {
+	if (s->flush_up) {
+		flush_dirty(s);
+		s->flush_up = false; /* from now on conn_queued() writes at once */
+		uv_close((uv_handle_t *)&s->flush_prepare, NULL);
+		uv_close((uv_handle_t *)&s->flush_check, NULL);
+	}
 	if (s->listener_up && !uv_is_closing((uv_handle_t *)&s->listener))
 		uv_close((uv_handle_t *)&s->listener, NULL);
 	while (s->conns != NULL)

@@ -20,11 +20,23 @@
 
 #include "client/conn.h"
 #include "proto/msg.h"
+#include "ring/keys.h"
+#include "util/checksum.h"
 #include "util/error.h"
 #include "util/time.h"
 
 /* How long a node that could not be reached is tried after the others. */
 #define NODE_DOWN_NS ((uint64_t)1000 * 1000000)
+
+/*
+ * Coordinator hints (doc/protocol.md §5.3 "Which node to send a put to"):
+ * slots of (high bits of the placement key's hash | node index + 1), so a
+ * put goes straight to the node that coordinated the last put of its
+ * placement key instead of being forwarded there (two peer messages and a
+ * note less). Only a hint: any node takes any put.
+ */
+#define HINT_SLOTS 4096u
+#define HINT_IDX_MASK ((uint64_t)0xffff)
 
 static _Thread_local char tls_errmsg[KV_CLIENT_ERRMSG_MAX];
 
@@ -37,6 +49,7 @@ struct client_node {
 	struct kv_conn *idle;           /* idle, authenticated connections */
 	unsigned nopen;                 /* idle + lent + being opened */
 	uint64_t down_until_ns;         /* unreachable lately: try it last */
+	_Atomic uint32_t node_id;       /* from the latest handshake; 0 = unknown */
 };
 
 struct kv_client {
@@ -52,6 +65,7 @@ struct kv_client {
 	pthread_mutex_t info_lock;      /* guards n, r_def, w_def, have_info */
 	bool have_info;
 	uint8_t n, r_def, w_def;
+	_Atomic uint64_t hint[HINT_SLOTS]; /* coordinator hints, lock-free */
 };
 
 static void set_errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -510,6 +524,8 @@ static int run_call(struct kv_client *c, struct call_state *cs, struct kv_msg *r
 						err.unreachable = true; /* our connect budget, not the call's */
 					goto failed;
 				}
+				atomic_store_explicit(&nd->node_id, conn->node_id,
+						      memory_order_relaxed);
 				pthread_mutex_lock(&c->info_lock);
 				c->have_info = true;
 				c->n = conn->n;
@@ -614,6 +630,35 @@ static uint8_t pick_w(struct kv_client *c, const struct kv_client_call *call)
 	return call && call->w ? call->w : c->w;
 }
 
+/*
+ * The node to send a put of @key to first: the one that coordinated the
+ * last put of the key's placement key (when it is not known to be down),
+ * or -1 for round robin. @h is kv_hash64() of the placement key.
+ */
+static int hint_get(struct kv_client *c, uint64_t h)
+{
+	uint64_t v = atomic_load_explicit(&c->hint[h % HINT_SLOTS], memory_order_relaxed);
+	uint64_t idx1 = v & HINT_IDX_MASK;
+	if (idx1 == 0 || idx1 > c->nnodes || (v & ~HINT_IDX_MASK) != (h & ~HINT_IDX_MASK))
+		return -1;
+	if (node_is_down(&c->nodes[idx1 - 1], kv_now_ns()))
+		return -1;
+	return (int)(idx1 - 1);
+}
+
+/* Remembers that node id @coordinator minted the latest put of hash @h. */
+static void hint_set(struct kv_client *c, uint64_t h, uint32_t coordinator)
+{
+	uint64_t v = 0;
+	for (size_t i = 0; i < c->nnodes && coordinator != 0; i++)
+		if (atomic_load_explicit(&c->nodes[i].node_id, memory_order_relaxed) == coordinator) {
+			v = (h & ~HINT_IDX_MASK) | (uint64_t)(i + 1);
+			break;
+		}
+	/* A coordinator we have no address of: forget the hint (round robin). */
+	atomic_store_explicit(&c->hint[h % HINT_SLOTS], v, memory_order_relaxed);
+}
+
 /* ---- operations ---- */
 
 int kv_client_get(struct kv_client *c, struct kv_slice key, const struct kv_client_call *call,
@@ -668,7 +713,15 @@ static int write_op(struct kv_client *c, uint16_t type, struct kv_slice key,
 		}
 	}
 	cs.deadline_ns = deadline_of(c, call);
-	plan(c, call ? call->node : -1, false, &cs);
+	/*
+	 * No node named: start at the node that coordinated this placement
+	 * key's last put (a hint; a wrong one only costs the forward it saves).
+	 */
+	uint64_t ph = kv_hash64(kv_key_placement(key).p, kv_key_placement(key).n);
+	int first = call ? call->node : -1;
+	if (first < 0)
+		first = hint_get(c, ph);
+	plan(c, first, false, &cs);
 	req.put.w = pick_w(c, call);
 	/* DESIGN §4 "Idempotent retries": one id for every attempt of this call. */
 	if (call && call->request_id)
@@ -681,6 +734,8 @@ static int write_op(struct kv_client *c, uint16_t type, struct kv_slice key,
 	rc = run_call(c, &cs, &req, &frame, &reply);
 	if (rc < 0)
 		goto out;
+	/* The dot's actor is the coordinating replica (DESIGN §4 "Who mints a dot"). */
+	hint_set(c, ph, reply.put_reply.dot.actor.node);
 	if (dot_out)
 		*dot_out = reply.put_reply.dot;
 	if (ctx_out)
@@ -933,7 +988,20 @@ int kv_client_chunk_get(struct kv_client *c, struct kv_slice key, const struct k
 		rc = KV_ECORRUPT;
 		goto out;
 	}
-	if (kv_buf_append(out, data.p, data.n) != 0) {
+	if (data.n > 0 && frame.storage != NULL && data.p >= frame.storage) {
+		/*
+		 * No second 4 MiB buffer: the frame's storage becomes @out, the
+		 * chunk moved to its start (cheaper than fresh pages and a copy).
+		 */
+		uint8_t *p = frame.storage;
+		memmove(p, data.p, data.n);
+		frame.storage = NULL;
+		frame.body = kv_slice_make(NULL, 0);
+		kv_buf_release(out);
+		out->p = p;
+		out->n = data.n;
+		out->cap = data.n;
+	} else if (kv_buf_append(out, data.p, data.n) != 0) {
 		set_errmsg("out of memory");
 		rc = -ENOMEM;
 		goto out;

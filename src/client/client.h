@@ -57,9 +57,11 @@ struct kv_client_config {
 struct kv_client_call {
 	uint8_t r, w;          /* 0 = the client's default (then the cluster's) */
 	uint32_t timeout_ms;   /* deadline of the whole call; 0 = the client's default */
-	int node;              /* -1 = any (round robin); else the index into the node
-				* list (config order) to try first; fail-over continues
-				* with the next ones */
+	int node;              /* -1 = any (round robin; a PUT or DELETE goes first to
+				* the node that coordinated its placement key's last
+				* put, doc/protocol.md §5.3); else the index into the
+				* node list (config order) to try first; fail-over
+				* continues with the next ones */
 	bool head;             /* GET only: bodies left empty (metadata and context) */
 	const uint8_t *request_id; /* PUT/DELETE: KV_REQUEST_ID_LEN bytes to use as the
 				    * request id (to retry a put across calls, DESIGN §7);

@@ -86,26 +86,43 @@ static int send_all(int fd, const uint8_t *p, size_t n, uint64_t deadline_ns)
 }
 
 /*
- * Reads one frame. Never reads past its trailer (it asks the decoder how
- * many bytes it needs), so the stream stays aligned for the next reply.
+ * Reads one frame: one recv() of whatever has arrived (up to RECV_CHUNK),
+ * after waiting for it, rather than a recv() per header and body. Bytes past
+ * the frame stay in c->rbuf for the next call (a node sends nothing
+ * unasked but a closing ERROR, which kv_conn_idle_ok() then sees).
  * 0, KV_ECLOSED (EOF), KV_ETIMEDOUT, -errno or the decoder's error.
  */
 static int recv_frame(struct kv_conn *c, uint64_t deadline_ns, struct kv_frame *out,
 		      bool *got_bytes)
 {
-	uint8_t *buf = malloc(RECV_CHUNK);
 	int rc;
-	if (!buf)
-		return -ENOMEM;
+	bool waited = false;
 	for (;;) {
-		size_t need = kv_frame_decoder_need(&c->dec);
-		if (need == 0) {
-			rc = KV_EINVAL; /* decoder failed earlier */
-			goto out;
+		while (c->rlen > 0) {
+			size_t used = 0;
+			rc = kv_frame_decoder_feed(&c->dec, c->rbuf + c->roff, c->rlen, &used);
+			c->roff += used;
+			c->rlen -= used;
+			if (rc < 0)
+				goto out;
+			if (rc == 1) {
+				rc = kv_frame_decoder_take(&c->dec, out);
+				goto out;
+			}
+			if (used == 0) {
+				rc = KV_ECORRUPT; /* cannot happen: 0 means all was consumed */
+				goto out;
+			}
 		}
-		if (need > RECV_CHUNK)
-			need = RECV_CHUNK;
-		ssize_t k = recv(c->fd, buf, need, 0);
+		c->roff = 0;
+		if (!waited) {
+			/* The reply is rarely there yet: wait first, then one recv(). */
+			rc = wait_fd(c->fd, POLLIN, deadline_ns);
+			if (rc < 0)
+				goto out;
+			waited = true;
+		}
+		ssize_t k = recv(c->fd, c->rbuf, RECV_CHUNK, 0);
 		if (k == 0) {
 			rc = KV_ECLOSED;
 			goto out;
@@ -114,30 +131,16 @@ static int recv_frame(struct kv_conn *c, uint64_t deadline_ns, struct kv_frame *
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				rc = wait_fd(c->fd, POLLIN, deadline_ns);
-				if (rc < 0)
-					goto out;
+				waited = false;
 				continue;
 			}
 			rc = -errno;
 			goto out;
 		}
 		*got_bytes = true;
-		size_t used = 0;
-		rc = kv_frame_decoder_feed(&c->dec, buf, (size_t)k, &used);
-		if (rc < 0)
-			goto out;
-		if (rc == 1) {
-			if (used != (size_t)k) {
-				rc = KV_ECORRUPT; /* cannot happen: we read only what was needed */
-				goto out;
-			}
-			rc = kv_frame_decoder_take(&c->dec, out);
-			goto out;
-		}
+		c->rlen = (size_t)k;
 	}
 out:
-	free(buf);
 	return rc;
 }
 
@@ -248,6 +251,20 @@ static int do_connect(struct kv_conn *c, const struct kv_conn_params *p, uint64_
 	return 0;
 }
 
+/* A node id as kvfsd names itself in CHALLENGE ("12"); 0 when it is not one. */
+static uint32_t parse_node_id(struct kv_slice name)
+{
+	uint64_t v = 0;
+	if (name.n == 0 || name.n > 10 || name.p[0] == '0')
+		return 0;
+	for (size_t i = 0; i < name.n; i++) {
+		if (name.p[i] < '0' || name.p[i] > '9')
+			return 0;
+		v = v * 10 + (uint64_t)(name.p[i] - '0');
+	}
+	return v > UINT32_MAX ? 0 : (uint32_t)v;
+}
+
 int kv_conn_open(const struct kv_conn_params *p, uint64_t deadline_ns, struct kv_conn **out,
 		 struct kv_conn_err *err)
 {
@@ -272,6 +289,13 @@ int kv_conn_open(const struct kv_conn_params *p, uint64_t deadline_ns, struct kv
 	c->fd = -1;
 	c->next_id = 1;
 	kv_frame_decoder_init(&c->dec, KV_FRAME_MAX_BODY_HANDSHAKE);
+	/* One receive buffer for the connection's life, not one per reply. */
+	c->rbuf = malloc(RECV_CHUNK);
+	if (!c->rbuf) {
+		set_err(err, false, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
 	rc = do_connect(c, p, deadline_ns, err);
 	if (rc < 0)
 		goto out;
@@ -310,6 +334,7 @@ int kv_conn_open(const struct kv_conn_params *p, uint64_t deadline_ns, struct kv
 		goto out;
 	}
 	c->version = chal.challenge.version;
+	c->node_id = parse_node_id(chal.challenge.node_id);
 
 	/* §4.3 AUTH */
 	rc = kv_auth_mac(p->secret, false, &hello.hello, &chal.challenge, auth.auth.mac);
@@ -361,12 +386,15 @@ void kv_conn_close(struct kv_conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	kv_frame_decoder_release(&c->dec);
+	free(c->rbuf);
 	free(c);
 }
 
 bool kv_conn_idle_ok(struct kv_conn *c)
 {
 	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+	if (c->rlen > 0)
+		return false; /* stray bytes after the last reply (a closing ERROR) */
 	int rc = poll(&pfd, 1, 0);
 	if (rc != 0)
 		return false; /* readable (EOF, reset, stray bytes) or a poll error */

@@ -23,8 +23,12 @@ struct kv_conn {
 	int fd;
 	uint8_t version;       /* agreed in the handshake */
 	uint8_t n, r, w;       /* from WELCOME */
+	uint32_t node_id;      /* the node's numeric id from its (MAC-checked) CHALLENGE;
+				* 0 when it is not a decimal id */
 	uint64_t next_id;      /* frame request ids, from 1 */
 	struct kv_frame_decoder dec;
+	uint8_t *rbuf;         /* receive buffer (RECV_CHUNK bytes), owned */
+	size_t roff, rlen;     /* bytes received past the last frame: rbuf[roff..+rlen) */
 	struct kv_conn *next;  /* the pool's idle list (guarded by the node's lock) */
 };
 

@@ -42,6 +42,8 @@ enum fake_mode {
 	FAKE_GARBAGE, /* answers every request with bytes that are not a frame */
 	FAKE_BAD_BODY, /* answers with a well-framed reply whose body does not decode */
 	FAKE_DROP,    /* reads a request, records it, closes the connection */
+	FAKE_SPLIT,   /* an empty GET_REPLY in two pieces 20 ms apart, then a stray
+		       * ERROR (request id 0) as a node sends before closing */
 };
 
 /* Shared by the fake nodes of one test; guarded by @lock. */
@@ -338,6 +340,20 @@ static void *fake_conn_main(void *argp)
 			kv_buf_release(&b);
 		} else if (f->mode == FAKE_DROP) {
 			close_it = true;
+		} else if (f->mode == FAKE_SPLIT) {
+			struct kv_buf b = KV_BUF_INIT;
+			struct kv_msg m;
+			kv_msg_init(&m, KV_MSG_GET_REPLY);
+			assert_int_equal(kv_msg_encode_frame(&m, NULL, 1, 0, fr.request_id, &b), 0);
+			kv_msg_release(&m);
+			kv_msg_init(&m, KV_MSG_ERROR);
+			m.error.code = KV_ETIMEDOUT;
+			m.error.text = kv_slice_str("idle; closing");
+			assert_int_equal(kv_msg_encode_frame(&m, NULL, 1, 0, 0, &b), 0);
+			(void)!send(fd, b.p, 10, MSG_NOSIGNAL);
+			usleep(20000);
+			(void)!send(fd, b.p + 10, b.n - 10, MSG_NOSIGNAL);
+			kv_buf_release(&b);
 		} /* FAKE_SILENT: read on, answer nothing */
 		kv_msg_release(&req);
 		kv_frame_release(&fr);
@@ -837,6 +853,33 @@ static void test_client__connections_are_reused(void **state)
 	store_release(&st);
 }
 
+/*
+ * A reply that arrives in pieces is put together; bytes after it (a
+ * node's closing ERROR) are never taken for the next reply: that
+ * connection is not reused.
+ */
+static void test_client__split_reply_and_stray_bytes(void **state)
+{
+	(void)state;
+	struct fake_store st;
+	struct fake f;
+	store_init(&st);
+	fake_start(&f, FAKE_SPLIT, "", &st);
+	char nodes[64];
+	snprintf(nodes, sizeof(nodes), "127.0.0.1:%u", f.port);
+	struct kv_client *c = client_for(nodes, "", 2000, 2);
+	for (int i = 0; i < 3; i++) {
+		struct kv_dvv got = KV_DVV_INIT;
+		assert_int_equal(kv_client_get(c, S("/a"), NULL, &got), 0);
+		assert_int_equal(got.n, 0);
+		kv_dvv_release(&got);
+	}
+	assert_int_equal(atomic_load(&f.conns), 3);
+	kv_client_free(c);
+	fake_stop(&f);
+	store_release(&st);
+}
+
 static void test_client__bad_config_is_refused(void **state)
 {
 	(void)state;
@@ -878,6 +921,7 @@ int main(void)
 		cmocka_unit_test(test_client__stats_of_one_node),
 		cmocka_unit_test(test_client__concurrent_calls_from_many_threads),
 		cmocka_unit_test(test_client__connections_are_reused),
+		cmocka_unit_test(test_client__split_reply_and_stray_bytes),
 		cmocka_unit_test(test_client__bad_config_is_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

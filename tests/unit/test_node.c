@@ -21,6 +21,7 @@
 #include "proto/msg.h"
 #include "ring/keys.h"
 #include "ring/ring.h"
+#include "util/checksum.h"
 #include "util/error.h"
 #include "util/slice.h"
 #include "version/siblings.h"
@@ -859,6 +860,103 @@ static void test_node__replica_joins_rather_than_overwrites(void **state)
 		kv_dvv_release(&s);
 	}
 	h_release(&h);
+}
+
+static void make_siblings(struct kv_dvv *set, size_t n);
+
+/* Steps one REPLICA_WRITE of @set into @node as if from node 2; returns its effects' read op. */
+static uint64_t rw_step(struct kv_node *node, const struct kv_dvv *set, uint64_t req,
+			struct kv_effects *out)
+{
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_REPLICA_WRITE);
+	m.replica_write.key = kv_slice_str("/ack/k");
+	m.replica_write.set = *set; /* borrowed: not released here */
+	struct kv_input in = { .type = KV_INPUT_PEER };
+	in.peer.from = 2;
+	in.peer.request_id = req;
+	in.peer.msg = &m;
+	assert_int_equal(kv_node_step(node, 1000 * MS, &in, out), 0);
+	for (size_t i = 0; i < out->reads.n; i++)
+		if (out->reads.v[i].key.n > 4)
+			return out->reads.v[i].op;
+	fail_msg("no read of the key");
+	return 0;
+}
+
+/* The ack of the REPLICA_WRITE with request id @req in @out. */
+static const struct kv_msg *ack_of(const struct kv_effects *out, uint64_t req)
+{
+	for (size_t i = 0; i < out->sends.n; i++)
+		if (out->sends.v[i].request_id == req &&
+		    out->sends.v[i].msg.type == KV_MSG_REPLICA_WRITE_ACK)
+			return &out->sends.v[i].msg;
+	return NULL;
+}
+
+/*
+ * A replica's ack carries kv_hash64() of the encoding it stored, taken from
+ * the write itself (no second encoding), and the same hash when the join
+ * changed nothing and nothing was written.
+ */
+static void test_node__replica_ack_hashes_the_written_set(void **state)
+{
+	(void)state;
+	struct kv_node_member mem[3] = { { 1, "n1", 1.0 }, { 2, "n2", 1.0 }, { 3, "n3", 1.0 } };
+	struct kv_node_config cfg;
+	kv_node_config_default(&cfg);
+	cfg.self_id = 1;
+	cfg.members = mem;
+	cfg.n_members = 3;
+	struct kv_node node;
+	assert_int_equal(kv_node_init(&node, &cfg), 0);
+	struct kv_dvv set = KV_DVV_INIT;
+	make_siblings(&set, 2);
+	struct kv_effects out;
+	kv_effects_init(&out);
+	/* Not stored yet: read, join, write, ack. */
+	uint64_t rop = rw_step(&node, &set, 77, &out);
+	kv_effects_clear(&out);
+	struct kv_input in = { .type = KV_INPUT_READ_DONE };
+	in.read.op = rop;
+	in.read.status = KV_ENOTFOUND;
+	assert_int_equal(kv_node_step(&node, 1000 * MS, &in, &out), 0);
+	uint64_t wop = 0;
+	struct kv_buf stored = KV_BUF_INIT;
+	for (size_t i = 0; i < out.writes.n; i++)
+		if (out.writes.v[i].key.n > 4) {
+			wop = out.writes.v[i].op;
+			assert_int_equal(kv_buf_append(&stored, out.writes.v[i].value.p,
+						       out.writes.v[i].value.n), 0);
+		}
+	assert_int_not_equal(wop, 0);
+	kv_effects_clear(&out);
+	struct kv_input wd = { .type = KV_INPUT_WRITE_DONE };
+	wd.write.op = wop;
+	wd.write.status = 0;
+	assert_int_equal(kv_node_step(&node, 1000 * MS, &wd, &out), 0);
+	const struct kv_msg *ack = ack_of(&out, 77);
+	assert_non_null(ack);
+	uint64_t want = kv_hash64(stored.p, stored.n);
+	assert_true(ack->replica_ack.set_hash == want);
+	assert_int_equal(ack->replica_ack.nversions, 2);
+	kv_effects_clear(&out);
+	/* The same set again: the join equals what is stored, no write, same hash. */
+	rop = rw_step(&node, &set, 78, &out);
+	kv_effects_clear(&out);
+	in.read.op = rop;
+	in.read.status = 0;
+	in.read.value = kv_buf_slice(&stored);
+	assert_int_equal(kv_node_step(&node, 1000 * MS, &in, &out), 0);
+	for (size_t i = 0; i < out.writes.n; i++)
+		assert_true(out.writes.v[i].key.n <= 4); /* the lease at most */
+	ack = ack_of(&out, 78);
+	assert_non_null(ack);
+	assert_true(ack->replica_ack.set_hash == want);
+	kv_effects_release(&out);
+	kv_buf_release(&stored);
+	kv_dvv_release(&set);
+	kv_node_release(&node);
 }
 
 /* Finds the held storage event of @kind for node @i whose key is (not) the lease's. */
@@ -1895,6 +1993,7 @@ int main(void)
 		cmocka_unit_test(test_node__put_is_shipped_in_the_same_step_as_the_local_write),
 		cmocka_unit_test(test_node__w_acks_count_the_local_write_when_durable),
 		cmocka_unit_test(test_node__failed_local_write_after_shipping_taints_the_actor),
+		cmocka_unit_test(test_node__replica_ack_hashes_the_written_set),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

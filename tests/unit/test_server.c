@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "client/client.h"
 #include "node/node.h"
 #include "node/server.h"
 #include "proto/auth.h"
@@ -717,6 +718,129 @@ static void test_server__unclean_stop_under_sync_none_takes_a_new_epoch(void **s
 	cluster_down(&cl);
 }
 
+/*
+ * Output coalescing and batched reads (doc/node.md "The libuv driver"):
+ * 64 PUTs pipelined in one write are all answered, each once, and the
+ * replica writes they cause leave node 1 in fewer writes than frames.
+ */
+static void test_server__pipelined_puts_are_answered_with_coalesced_writes(void **state)
+{
+	(void)state;
+	struct cluster cl;
+	cluster_up(&cl, 0);
+	struct tc c;
+	client(&cl, 0, &c);
+	uint64_t frames0 = stat_value(&c, "frames_sent"), writes0 = stat_value(&c, "socket_writes");
+	enum { NPUT = 64 };
+	struct kv_buf all = KV_BUF_INIT;
+	char key[64];
+	uint64_t first = c.next_req;
+	for (int i = 0; i < NPUT; i++) {
+		struct kv_msg m;
+		kv_msg_init(&m, KV_MSG_PUT);
+		snprintf(key, sizeof key, "/pipe/k%d", i);
+		m.put.key = kv_slice_str(key);
+		m.put.body = kv_slice_str("v");
+		uint64_t r = 0x1000 + (uint64_t)i;
+		memcpy(m.put.request_id, &r, sizeof r);
+		m.put.request_id[15] = 0x5a;
+		assert_int_equal(kv_msg_encode_frame(&m, NULL, 1, 0, c.next_req++, &all), 0);
+		kv_msg_release(&m);
+	}
+	tc_write_raw(&c, all.p, all.n);
+	kv_buf_release(&all);
+	bool seen[NPUT] = { false };
+	for (int i = 0; i < NPUT; i++) {
+		struct kv_frame f = KV_FRAME_INIT;
+		assert_int_equal(tc_recv(&c, &f, WAIT_MS), 1);
+		assert_int_equal(f.type, KV_MSG_PUT_REPLY);
+		assert_true(f.request_id >= first && f.request_id < first + NPUT);
+		assert_false(seen[f.request_id - first]);
+		seen[f.request_id - first] = true;
+		kv_frame_release(&f);
+	}
+	uint64_t frames = stat_value(&c, "frames_sent") - frames0;
+	uint64_t writes = stat_value(&c, "socket_writes") - writes0;
+	print_message("node 1: %llu frames in %llu writes\n", (unsigned long long)frames,
+		      (unsigned long long)writes);
+	assert_true(frames >= NPUT);
+	assert_true(writes < frames);
+	for (int i = 0; i < NPUT; i += 7) {
+		snprintf(key, sizeof key, "/pipe/k%d", i);
+		check_value(&c, key, "v");
+	}
+	tc_close(&c);
+	cluster_down(&cl);
+}
+
+/* Sum of a counter over every running node. */
+static uint64_t cluster_stat(struct cluster *cl, const char *name)
+{
+	uint64_t sum = 0;
+	for (int i = 0; i < NNODES; i++) {
+		if (cl->srv[i] == NULL)
+			continue;
+		struct tc c;
+		client(cl, i, &c);
+		sum += stat_value(&c, name);
+		tc_close(&c);
+	}
+	return sum;
+}
+
+/*
+ * The client library sends a put straight to the node that coordinated the
+ * last put of its placement key (doc/protocol.md §5.3): after the first few
+ * puts of one directory, none is forwarded; with that node stopped, puts
+ * fail over and still succeed.
+ */
+static void test_server__client_sends_puts_to_the_coordinating_replica(void **state)
+{
+	(void)state;
+	struct cluster cl;
+	cluster_up(&cl, 0);
+	char nodes[128];
+	snprintf(nodes, sizeof nodes, "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u", cl.ports[0],
+		 cl.ports[1], cl.ports[2]);
+	struct kv_auth_secret secret;
+	memset(&secret, 0, sizeof secret);
+	assert_int_equal(kv_auth_secret_set(&secret, kv_slice_str("s3cret")), 0);
+	struct kv_client_config cfg = { .nodes = nodes, .cluster = "test", .secret = &secret };
+	struct kv_client *kc = NULL;
+	assert_int_equal(kv_client_new(&cfg, &kc), 0);
+	char key[64];
+	struct kv_dot dot;
+	/* Warm up: every node is met once (round robin), the hint is learnt. */
+	for (int i = 0; i < 6; i++) {
+		snprintf(key, sizeof key, "/hint/w%d", i);
+		assert_int_equal(kv_client_put(kc, kv_slice_str(key), NULL, kv_slice_make(NULL, 0),
+					       kv_slice_str("v"), NULL, &dot, NULL),
+				 0);
+	}
+	uint32_t coordinator = dot.actor.node;
+	uint64_t fwd0 = cluster_stat(&cl, "forward_put_requests");
+	for (int i = 0; i < 30; i++) {
+		snprintf(key, sizeof key, "/hint/k%d", i);
+		assert_int_equal(kv_client_put(kc, kv_slice_str(key), NULL, kv_slice_make(NULL, 0),
+					       kv_slice_str("v"), NULL, &dot, NULL),
+				 0);
+		assert_int_equal(dot.actor.node, coordinator);
+	}
+	assert_int_equal(cluster_stat(&cl, "forward_put_requests") - fwd0, 0);
+	/* The hinted node goes away: puts fail over to another node and succeed. */
+	node_stop(&cl, (int)coordinator - 1);
+	for (int i = 0; i < 5; i++) {
+		snprintf(key, sizeof key, "/hint/after%d", i);
+		assert_int_equal(kv_client_put(kc, kv_slice_str(key), NULL, kv_slice_make(NULL, 0),
+					       kv_slice_str("v"), NULL, &dot, NULL),
+				 0);
+		assert_int_not_equal(dot.actor.node, coordinator);
+	}
+	kv_client_free(kc);
+	kv_auth_secret_release(&secret);
+	cluster_down(&cl);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -727,6 +851,8 @@ int main(void)
 		cmocka_unit_test(test_server__data_dir_of_another_n_is_refused),
 		cmocka_unit_test(test_server__unclean_stop_under_sync_none_takes_a_new_epoch),
 		cmocka_unit_test(test_server__put_fails_over_fast_when_the_coordinator_is_down),
+		cmocka_unit_test(test_server__pipelined_puts_are_answered_with_coalesced_writes),
+		cmocka_unit_test(test_server__client_sends_puts_to_the_coordinating_replica),
 	};
 	return cmocka_run_group_tests(tests, setup, NULL);
 }
