@@ -92,17 +92,6 @@ static struct kv_slice dir_norm(struct kv_slice dir)
 	return dir;
 }
 
-/*
- * A listing never carries bodies (doc/protocol.md §5.7). The versions keep
- * owning their bytes (meta ‖ body, freed with the set); only the view of the
- * body is emptied, as siblings.h has no metadata-only read yet.
- */
-static void strip_bodies(struct kv_dvv *set)
-{
-	for (size_t i = 0; i < set->n; i++)
-		set->v[i].body = kv_slice_make(NULL, 0);
-}
-
 /* The versions of @set without its tombstones; the context still covers them. */
 static int live_only(struct kv_dvv *set)
 {
@@ -162,11 +151,10 @@ static int page_from_range(struct kv_slice dir, uint32_t max, const struct kv_in
 		if (!kv_key_is_child(dir, k) || klen <= prefix)
 			continue;
 		struct kv_dvv set = KV_DVV_INIT;
-		int rc = kv_dvv_decode(e->value, &set);
-		if (rc == 0) {
-			strip_bodies(&set);
+		/* A listing never carries bodies (doc/protocol.md §5.7). */
+		int rc = kv_dvv_decode_heads(e->value, &set);
+		if (rc == 0)
 			rc = page_push(pg, kv_slice_make(key + prefix, klen - prefix), &set);
-		}
 		kv_dvv_release(&set);
 		if (rc != 0)
 			return rc;

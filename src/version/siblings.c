@@ -520,7 +520,8 @@ int kv_dvv_encode(const struct kv_dvv *s, struct kv_buf *out)
 	return err;
 }
 
-int kv_dvv_decode(struct kv_slice in, struct kv_dvv *out)
+/* kv_dvv_decode() and kv_dvv_decode_heads(): @heads leaves bodies out. */
+static int dvv_decode(struct kv_slice in, struct kv_dvv *out, bool heads)
 {
 	int err = KV_ECORRUPT;
 	struct kv_dvv s = KV_DVV_INIT;
@@ -585,6 +586,8 @@ int kv_dvv_decode(struct kv_slice in, struct kv_dvv *out)
 			goto out; /* unsorted or duplicate */
 		if (!kv_ctx_covers(&s.ctx, hdr.dot))
 			goto out; /* the context must cover every version */
+		if (heads)
+			body_len = 0; /* validated above, not copied */
 		if (version_fill(&s.v[s.n], &hdr, kv_slice_make(meta, (size_t)meta_len),
 				 kv_slice_make(body, (size_t)body_len))) {
 			err = -ENOMEM;
@@ -599,4 +602,14 @@ int kv_dvv_decode(struct kv_slice in, struct kv_dvv *out)
 out:
 	kv_dvv_release(&s);
 	return err;
+}
+
+int kv_dvv_decode(struct kv_slice in, struct kv_dvv *out)
+{
+	return dvv_decode(in, out, false);
+}
+
+int kv_dvv_decode_heads(struct kv_slice in, struct kv_dvv *out)
+{
+	return dvv_decode(in, out, true);
 }

@@ -231,4 +231,12 @@ int kv_dvv_encode(const struct kv_dvv *s, struct kv_buf *out);
  */
 int kv_dvv_decode(struct kv_slice in, struct kv_dvv *out);
 
+/*
+ * kv_dvv_decode(), but every version's body is left out (empty), so a
+ * listing copies only metadata (DESIGN §7 "Objects": a listing never reads
+ * file bodies). The whole input is validated exactly as kv_dvv_decode()
+ * does; the result is the set with its bodies emptied.
+ */
+int kv_dvv_decode_heads(struct kv_slice in, struct kv_dvv *out);
+
 #endif

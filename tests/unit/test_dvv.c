@@ -1009,6 +1009,52 @@ static void test_dvv__every_truncation_and_bit_flip_is_safe(void **state)
 	kv_buf_release(&enc);
 }
 
+/*
+ * A listing decodes heads only: the same set with every body emptied, and
+ * exactly the same inputs refused (a truncated body is still corrupt).
+ */
+static void test_dvv__decode_heads_is_decode_without_bodies(void **state)
+{
+	(void)state;
+	uint64_t seed = kv_test_seed("test_dvv__decode_heads_is_decode_without_bodies");
+	struct kv_buf enc = KV_BUF_INIT;
+	for (int round = 0; round < 6; round++) {
+		struct world w;
+		world_init(&w, seed + (uint64_t)round);
+		world_run(&w, 60);
+		for (size_t k = 0; k < w.npool; k++) {
+			encode(&w.pool[k], &enc);
+			struct kv_dvv full = KV_DVV_INIT, heads = KV_DVV_INIT;
+			assert_int_equal(kv_dvv_decode(kv_buf_slice(&enc), &full), 0);
+			assert_int_equal(kv_dvv_decode_heads(kv_buf_slice(&enc), &heads), 0);
+			assert_int_equal(heads.n, full.n);
+			assert_true(kv_ctx_equal(&heads.ctx, &full.ctx));
+			for (size_t i = 0; i < full.n; i++) {
+				assert_int_equal(kv_dot_cmp(heads.v[i].dot, full.v[i].dot), 0);
+				assert_int_equal(heads.v[i].timestamp_ns, full.v[i].timestamp_ns);
+				assert_int_equal(heads.v[i].tombstone, full.v[i].tombstone);
+				assert_int_equal(heads.v[i].meta.n, full.v[i].meta.n);
+				if (full.v[i].meta.n)
+					assert_memory_equal(heads.v[i].meta.p, full.v[i].meta.p,
+							    full.v[i].meta.n);
+				assert_int_equal(heads.v[i].body.n, 0);
+			}
+			/* Every truncation is refused by both. */
+			for (size_t n = 0; n < enc.n; n++) {
+				uint8_t *copy = malloc(n ? n : 1);
+				memcpy(copy, enc.p, n);
+				struct kv_dvv out = KV_DVV_INIT;
+				assert_int_not_equal(kv_dvv_decode_heads(kv_slice_make(copy, n), &out), 0);
+				free(copy);
+			}
+			kv_dvv_release(&full);
+			kv_dvv_release(&heads);
+		}
+		world_release(&w);
+	}
+	kv_buf_release(&enc);
+}
+
 /* Builds the encoding of a set field by field, to write malformed ones. */
 static void raw_version(struct kv_buf *b, uint32_t node, uint64_t counter, uint8_t flags,
 			const char *body)
@@ -1133,6 +1179,7 @@ int main(void)
 		cmocka_unit_test(test_dvv__encoding_round_trips),
 		cmocka_unit_test(test_dvv__every_truncation_and_bit_flip_is_safe),
 		cmocka_unit_test(test_dvv__decode_rejects_malformed_sets),
+		cmocka_unit_test(test_dvv__decode_heads_is_decode_without_bodies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
