@@ -15,19 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util/coding.h"
+#include "node/node.h"
 #include "util/error.h"
 
 #define NSUBDIRS 256
 #define HEX_LEN (2 * KV_CHUNKSTORE_HASH_LEN)
 #define TMP_SUFFIX ".tmp"
 
-static const uint8_t body_magic[4] = { 'K', 'V', 'C', 'K' };
-
 struct kv_chunkstore {
 	struct kv_vfs *vfs; /* borrowed */
 	char *dir;
 	size_t max_bytes;
+	atomic_bool nosync; /* the node's sync=none: no fdatasync, no directory fsync */
 	atomic_uint_fast64_t tmp_seq; /* unique temp names within this run */
 	atomic_uint_fast64_t puts, puts_existing, bytes_written, gets, deletes;
 };
@@ -210,12 +209,11 @@ void kv_chunkstore_close(struct kv_chunkstore *cs)
 
 /* ---- Bodies ------------------------------------------------------------- */
 
-/* A well-formed stored form within the limit? */
+/* A well-formed stored form ("KVC2" or "KVCK", node/node.h) within the limit? */
 static bool stored_valid(const struct kv_chunkstore *cs, struct kv_slice stored)
 {
-	return stored.n >= KV_CHUNKSTORE_HEADER && memcmp(stored.p, body_magic, 4) == 0 &&
-	       kv_get_le32(stored.p + 4) == stored.n - KV_CHUNKSTORE_HEADER &&
-	       stored.n - KV_CHUNKSTORE_HEADER <= cs->max_bytes;
+	struct kv_slice bytes;
+	return kv_node_chunk_body_split(stored, &bytes) > 0 && bytes.n <= cs->max_bytes;
 }
 
 /* The size of the body file at @path: 0, or -ENOENT, or an error. */
@@ -261,8 +259,9 @@ int kv_chunkstore_put(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE
 	if (rc != 0)
 		goto out;
 	tmp_made = true;
+	bool sync = !atomic_load_explicit(&cs->nosync, memory_order_relaxed);
 	rc = kv_file_pwrite(f, stored.p, stored.n, 0);
-	if (rc == 0)
+	if (rc == 0 && sync)
 		rc = kv_file_sync(f);
 	int crc = kv_file_close(f);
 	f = NULL;
@@ -276,7 +275,8 @@ int kv_chunkstore_put(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE
 	tmp_made = false;
 	/* The name is durable once the directory is: only then is the body
 	 * acknowledged (and its record written, doc/storage-format.md). */
-	rc = kv_vfs_sync_dir(cs->vfs, sub);
+	if (sync)
+		rc = kv_vfs_sync_dir(cs->vfs, sub);
 	if (rc == 0) {
 		atomic_fetch_add_explicit(&cs->puts, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&cs->bytes_written, stored.n, memory_order_relaxed);
@@ -309,7 +309,8 @@ int kv_chunkstore_get(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE
 	if (rc != 0)
 		goto out;
 	/* Bounded before any allocation: a file from disk is input. */
-	if (size < KV_CHUNKSTORE_HEADER || size - KV_CHUNKSTORE_HEADER > cs->max_bytes) {
+	if (size < KV_NODE_CHUNK_HEADER_KVCK ||
+	    size > (uint64_t)cs->max_bytes + KV_NODE_CHUNK_HEADER) {
 		rc = KV_ECORRUPT;
 		goto out;
 	}
@@ -326,6 +327,11 @@ out:
 	if (rc != 0)
 		kv_buf_reset(out);
 	return rc;
+}
+
+void kv_chunkstore_set_sync(struct kv_chunkstore *cs, bool sync)
+{
+	atomic_store_explicit(&cs->nosync, !sync, memory_order_relaxed);
 }
 
 int kv_chunkstore_exists(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE_HASH_LEN])
@@ -347,7 +353,7 @@ int kv_chunkstore_delete(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKST
 		rc = kv_vfs_remove(cs->vfs, path);
 	if (rc == -ENOENT)
 		return KV_ENOTFOUND;
-	if (rc == 0)
+	if (rc == 0 && !atomic_load_explicit(&cs->nosync, memory_order_relaxed))
 		rc = kv_vfs_sync_dir(cs->vfs, sub);
 	if (rc == 0)
 		atomic_fetch_add_explicit(&cs->deletes, 1, memory_order_relaxed);

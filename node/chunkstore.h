@@ -4,8 +4,10 @@
  *
  * A replica keeps each chunk's body in one immutable file named by the
  * chunk's hash, DIR/XX/<64 hex> (XX = the hash's first byte), holding the
- * node's stored form of the chunk: "KVCK" ‖ le32 length ‖ bytes. The small
- * chunk record (age, gc mark) stays in the LSM. A body is written once
+ * node's stored form of the chunk (node/node.h, kv_node_chunk_body_split()):
+ * "KVC2" ‖ le32 length ‖ le64 XXH3-64 ‖ bytes, or the older "KVCK" ‖ le32
+ * length ‖ bytes, which it still accepts. The small chunk record (age, gc
+ * mark) stays in the LSM. A body is written once
  * (temp file, write, fdatasync, rename, fsync of the directory) and never
  * rewritten by compaction. Format and crash rules: doc/storage-format.md
  * "Chunk store"; how the node uses it: doc/node.md "Chunks and reclamation".
@@ -25,8 +27,6 @@
 #include "util/slice.h"
 
 #define KV_CHUNKSTORE_HASH_LEN 32
-/* The stored form's header: "KVCK" and the le32 length of the bytes. */
-#define KV_CHUNKSTORE_HEADER 8
 
 struct kv_chunkstore;
 
@@ -52,13 +52,14 @@ int kv_chunkstore_open(struct kv_vfs *vfs, const char *dir, size_t max_bytes,
 void kv_chunkstore_close(struct kv_chunkstore *cs);
 
 /*
- * Stores @stored (the stored form, borrowed: "KVCK" ‖ le32 n ‖ n bytes)
- * as the body of @hash, put-if-absent, and returns once it is durable:
+ * Stores @stored (a stored form, borrowed: "KVC2" ‖ le32 n ‖ le64 XXH3-64 ‖
+ * n bytes, or "KVCK" ‖ le32 n ‖ n bytes) as the body of @hash,
+ * put-if-absent, and returns once it is durable:
  * 0 when it was written, 1 when a body of that size was there already
  * (nothing written), KV_EINVAL when @stored is not a well-formed stored
  * form within the limit, or a negative errno (then no body was added; a
  * temp file may remain until the next open). The caller checks that the
- * bytes hash to @hash; the store never does.
+ * bytes hash to @hash and computes the checksum; the store checks neither.
  */
 int kv_chunkstore_put(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE_HASH_LEN],
 		      struct kv_slice stored);
@@ -67,11 +68,20 @@ int kv_chunkstore_put(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE
  * Reads the body of @hash into @out (reset first; the caller owns it and
  * frees it with kv_buf_release()): exactly the file, one chunk at most.
  * Returns 0; KV_ENOTFOUND; KV_ECORRUPT when the file is shorter than its
- * header says, longer, above the limit or without the magic (then @out is
- * empty); or a negative errno. The caller checks the hash.
+ * header says, longer, above the limit or without either magic (then @out
+ * is empty); or a negative errno. The caller checks the checksum or hash.
  */
 int kv_chunkstore_get(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE_HASH_LEN],
 		      struct kv_buf *out);
+
+/*
+ * With @sync false (the node's sync=none), puts and deletes skip the
+ * fdatasync and the directory fsync: acknowledged bodies may be lost, or
+ * left damaged, by a power cut, as the commit log's records are under that
+ * policy; reads still check every body (a damaged one is KV_ECORRUPT).
+ * The default is true.
+ */
+void kv_chunkstore_set_sync(struct kv_chunkstore *cs, bool sync);
 
 /* 0 when a body of @hash exists, KV_ENOTFOUND when not, or a negative errno. */
 int kv_chunkstore_exists(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE_HASH_LEN]);

@@ -296,21 +296,35 @@ int kv_node_lease_decode(struct kv_slice value, uint32_t *epoch, uint64_t *lease
  * 00 63 ("\0c") followed by the 32-byte BLAKE2b-256 hash of the content;
  * ordinary PUT, DELETE and GET of any key that starts with 00 63 are refused
  * (KV_EINVAL, "reserved key space"). A replica stores a chunk under the
- * storage key of its chunk key as KV_NODE_CHUNK_HEADER bytes ("KVCK", le32
- * length) followed by the bytes, and keeps its age and gc mark apart in a
- * node-local record under 00 00 00 01 ‖ hash ‖ 00 (no ring storage key: a
+ * storage key of its chunk key in its stored form (doc/storage-format.md
+ * "Chunk store"): KV_NODE_CHUNK_HEADER bytes ("KVC2", le32 length, le64
+ * XXH3-64 of the bytes) followed by the bytes; bodies written before that
+ * form carry KV_NODE_CHUNK_HEADER_KVCK bytes ("KVCK", le32 length), are
+ * still read, and are checked with BLAKE2b. It keeps its age and gc mark
+ * apart in a node-local record under 00 00 00 01 ‖ hash ‖ 00 (no ring storage key: a
  * storage key never ends with a lone 00), so a touch never rewrites the
  * chunk. The record is KV_NODE_CHUNK_RECORD_SIZE bytes: "KVCR", le32
  * length, le64 touched (wall ns), le64 last marked gc epoch.
  */
 #define KV_NODE_CHUNK_HASH_LEN 32
 #define KV_NODE_CHUNK_KEY_LEN 34
-#define KV_NODE_CHUNK_HEADER 8
+#define KV_NODE_CHUNK_HEADER 16     /* "KVC2" ‖ le32 length ‖ le64 XXH3-64 */
+#define KV_NODE_CHUNK_HEADER_KVCK 8 /* the old form: "KVCK" ‖ le32 length */
 #define KV_NODE_CHUNK_RECORD_SIZE 24
 #define KV_NODE_CHUNK_RECORD_KEY_LEN 37
 
 /* True when @key lies in the reserved chunk key space (starts with 00 63). */
 bool kv_node_key_is_chunk(struct kv_slice key);
+
+/*
+ * Checks the header of a stored chunk body @stored (borrowed): the magic
+ * ("KVC2" or "KVCK") and a length equal to what follows the header. It
+ * does not check the bytes against their checksum or hash. On success
+ * *bytes points into @stored at the chunk's bytes and the header's size is
+ * returned (KV_NODE_CHUNK_HEADER or KV_NODE_CHUNK_HEADER_KVCK); otherwise
+ * KV_ECORRUPT, and *bytes is empty.
+ */
+int kv_node_chunk_body_split(struct kv_slice stored, struct kv_slice *bytes);
 
 /*
  * For drivers that keep chunk bodies outside the engine (node/chunkstore.h;

@@ -1,7 +1,8 @@
 /*
  * test_chunkstore.c - chunk bodies in files (node/chunkstore.h;
  * doc/storage-format.md "Chunk store"), over the in-memory, fault-injecting
- * VFS: put/get/exists/delete, put-if-absent, damaged files answered with
+ * VFS: put/get/exists/delete, both stored forms ("KVC2" and the old
+ * "KVCK"), put-if-absent, damaged files answered with
  * KV_ECORRUPT and never a crash, temp files removed at open, and a crash at
  * every modifying operation of a put and of a delete, checked against the
  * rules: an acknowledged body survives whole; an unacknowledged one is
@@ -22,6 +23,7 @@
 #include "node/chunkstore.h"
 #include "node/node.h"
 #include "ring/keys.h"
+#include "util/checksum.h"
 #include "util/coding.h"
 #include "util/error.h"
 #include "util/slice.h"
@@ -29,18 +31,30 @@
 #define DIR "data/chunks"
 #define MAX_BYTES (64u * 1024)
 
-/* A stored form ("KVCK" ‖ le32 n ‖ n bytes) of @n pattern bytes, and a hash
- * (any 32 bytes: the store never hashes). */
+/* A stored form of @n pattern bytes, and a hash (any 32 bytes: the store
+ * never hashes): "KVC2" ‖ le32 n ‖ le64 XXH3-64 ‖ n bytes, or with @kvck
+ * the old form "KVCK" ‖ le32 n ‖ n bytes. */
+static void make_body_form(struct kv_buf *stored, uint8_t hash[KV_CHUNKSTORE_HASH_LEN], size_t n,
+			   unsigned seed, bool kvck)
+{
+	kv_buf_init(stored);
+	assert_int_equal(kv_buf_append(stored, kvck ? "KVCK" : "KVC2", 4), 0);
+	assert_int_equal(kv_buf_append_le32(stored, (uint32_t)n), 0);
+	size_t hdr = kvck ? KV_NODE_CHUNK_HEADER_KVCK : KV_NODE_CHUNK_HEADER;
+	if (!kvck)
+		assert_int_equal(kv_buf_append_le64(stored, 0), 0);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(kv_buf_append_u8(stored, (uint8_t)(seed * 7 + i * 13 + (i >> 8))), 0);
+	if (!kvck)
+		kv_put_le64(stored->p + 8, kv_hash64(stored->p + hdr, n));
+	for (size_t i = 0; i < KV_CHUNKSTORE_HASH_LEN; i++)
+		hash[i] = (uint8_t)(seed * 31 + i);
+}
+
 static void make_body(struct kv_buf *stored, uint8_t hash[KV_CHUNKSTORE_HASH_LEN], size_t n,
 		      unsigned seed)
 {
-	kv_buf_init(stored);
-	assert_int_equal(kv_buf_append(stored, "KVCK", 4), 0);
-	assert_int_equal(kv_buf_append_le32(stored, (uint32_t)n), 0);
-	for (size_t i = 0; i < n; i++)
-		assert_int_equal(kv_buf_append_u8(stored, (uint8_t)(seed * 7 + i * 13 + (i >> 8))), 0);
-	for (size_t i = 0; i < KV_CHUNKSTORE_HASH_LEN; i++)
-		hash[i] = (uint8_t)(seed * 31 + i);
+	make_body_form(stored, hash, n, seed, false);
 }
 
 static void body_path(char *dst, size_t cap, const uint8_t *hash)
@@ -130,6 +144,36 @@ static void test_chunkstore__put_get_exists_delete(void **state)
 	kv_vfs_destroy(vfs);
 }
 
+/*
+ * Under the node's sync=none a put is answered from the page cache: it
+ * reads back at once, and a power cut may take it (no fsync was made).
+ */
+static void test_chunkstore__nosync_put_skips_every_fsync(void **state)
+{
+	(void)state;
+	struct kv_vfs *vfs = kv_vfs_mem_new();
+	struct kv_chunkstore *cs = open_store(vfs, NULL);
+	kv_chunkstore_set_sync(cs, false);
+	struct kv_buf a;
+	uint8_t ha[KV_CHUNKSTORE_HASH_LEN];
+	make_body(&a, ha, 3000, 7);
+	assert_int_equal(kv_chunkstore_put(cs, ha, kv_buf_slice(&a)), 0);
+	expect_body(cs, ha, &a);
+	kv_chunkstore_close(cs);
+	kv_vfs_mem_crash(vfs);
+	cs = open_store(vfs, NULL);
+	assert_int_equal(kv_chunkstore_exists(cs, ha), KV_ENOTFOUND);
+	/* Back to the default: acknowledged means durable again. */
+	assert_int_equal(kv_chunkstore_put(cs, ha, kv_buf_slice(&a)), 0);
+	kv_chunkstore_close(cs);
+	kv_vfs_mem_crash(vfs);
+	cs = open_store(vfs, NULL);
+	expect_body(cs, ha, &a);
+	kv_chunkstore_close(cs);
+	kv_buf_release(&a);
+	kv_vfs_destroy(vfs);
+}
+
 static void test_chunkstore__put_is_idempotent(void **state)
 {
 	(void)state;
@@ -153,6 +197,49 @@ static void test_chunkstore__put_is_idempotent(void **state)
 	kv_vfs_destroy(vfs);
 }
 
+static void test_chunkstore__both_stored_forms_are_accepted(void **state)
+{
+	(void)state;
+	struct kv_vfs *vfs = kv_vfs_mem_new();
+	struct kv_chunkstore *cs = open_store(vfs, NULL);
+	struct kv_buf a, b, c, d;
+	uint8_t ha[KV_CHUNKSTORE_HASH_LEN], hb[KV_CHUNKSTORE_HASH_LEN];
+	uint8_t hc[KV_CHUNKSTORE_HASH_LEN], hd[KV_CHUNKSTORE_HASH_LEN];
+	/* Each form, at the limit and empty. */
+	make_body_form(&a, ha, MAX_BYTES, 11, false);
+	make_body_form(&b, hb, MAX_BYTES, 12, true);
+	make_body_form(&c, hc, 0, 13, false);
+	make_body_form(&d, hd, 0, 14, true);
+	assert_int_equal(a.n, KV_NODE_CHUNK_HEADER + MAX_BYTES);
+	assert_int_equal(b.n, KV_NODE_CHUNK_HEADER_KVCK + MAX_BYTES);
+	assert_int_equal(kv_chunkstore_put(cs, ha, kv_buf_slice(&a)), 0);
+	assert_int_equal(kv_chunkstore_put(cs, hb, kv_buf_slice(&b)), 0);
+	assert_int_equal(kv_chunkstore_put(cs, hc, kv_buf_slice(&c)), 0);
+	assert_int_equal(kv_chunkstore_put(cs, hd, kv_buf_slice(&d)), 0);
+	expect_body(cs, ha, &a);
+	expect_body(cs, hb, &b);
+	expect_body(cs, hc, &c);
+	expect_body(cs, hd, &d);
+	/* The header parser itself: the header's size and the bytes. */
+	struct kv_slice bytes;
+	assert_int_equal(kv_node_chunk_body_split(kv_buf_slice(&a), &bytes), KV_NODE_CHUNK_HEADER);
+	assert_ptr_equal(bytes.p, a.p + KV_NODE_CHUNK_HEADER);
+	assert_int_equal(bytes.n, MAX_BYTES);
+	assert_int_equal(kv_node_chunk_body_split(kv_buf_slice(&b), &bytes),
+			 KV_NODE_CHUNK_HEADER_KVCK);
+	assert_ptr_equal(bytes.p, b.p + KV_NODE_CHUNK_HEADER_KVCK);
+	assert_int_equal(bytes.n, MAX_BYTES);
+	assert_int_equal(kv_node_chunk_body_split(kv_slice_make(a.p, 12), &bytes), KV_ECORRUPT);
+	assert_int_equal(bytes.n, 0);
+	assert_int_equal(count_bodies(cs), 4);
+	kv_buf_release(&a);
+	kv_buf_release(&b);
+	kv_buf_release(&c);
+	kv_buf_release(&d);
+	kv_chunkstore_close(cs);
+	kv_vfs_destroy(vfs);
+}
+
 static void test_chunkstore__bad_stored_form_is_refused(void **state)
 {
 	(void)state;
@@ -168,6 +255,10 @@ static void test_chunkstore__bad_stored_form_is_refused(void **state)
 	kv_buf_release(&a);
 	make_body(&a, ha, MAX_BYTES + 1, 4);
 	assert_int_equal(kv_chunkstore_put(cs, ha, kv_buf_slice(&a)), KV_EINVAL);
+	kv_buf_release(&a);
+	make_body_form(&a, ha, MAX_BYTES + 1, 4, true);
+	assert_int_equal(kv_chunkstore_put(cs, ha, kv_buf_slice(&a)), KV_EINVAL);
+	assert_int_equal(kv_chunkstore_put(cs, ha, kv_slice_make(a.p, 5)), KV_EINVAL);
 	assert_int_equal(kv_chunkstore_exists(cs, ha), KV_ENOTFOUND);
 	assert_int_equal(count_bodies(cs), 0);
 	kv_buf_release(&a);
@@ -203,16 +294,37 @@ static void test_chunkstore__damaged_file_is_corrupt_not_a_crash(void **state)
 	/* Put-if-absent replaces a body of the wrong size. */
 	assert_int_equal(kv_chunkstore_put(cs, ha, kv_buf_slice(&a)), 0);
 	expect_body(cs, ha, &a);
-	/* Each header field: the magic, and the length. */
-	for (uint64_t off = 0; off < KV_CHUNKSTORE_HEADER; off++) {
+	/* Each header field the store checks: the magic, and the length (the
+	 * checksum is the node's to check: test_node_chunk.c). */
+	for (uint64_t off = 0; off < 8; off++) {
 		assert_int_equal(kv_vfs_mem_flip_bit(vfs, path, off, 2), 0);
 		assert_int_equal(kv_chunkstore_get(cs, ha, &got), KV_ECORRUPT);
 		assert_int_equal(kv_vfs_mem_flip_bit(vfs, path, off, 2), 0);
 	}
 	expect_body(cs, ha, &a);
+	/* The same for the old form. */
+	struct kv_buf old;
+	uint8_t hold[KV_CHUNKSTORE_HASH_LEN];
+	char opath[256];
+	make_body_form(&old, hold, 3000, 9, true);
+	body_path(opath, sizeof opath, hold);
+	assert_int_equal(kv_chunkstore_put(cs, hold, kv_buf_slice(&old)), 0);
+	for (uint64_t off = 0; off < KV_NODE_CHUNK_HEADER_KVCK; off++) {
+		assert_int_equal(kv_vfs_mem_flip_bit(vfs, opath, off, 2), 0);
+		assert_int_equal(kv_chunkstore_get(cs, hold, &got), KV_ECORRUPT);
+		assert_int_equal(kv_vfs_mem_flip_bit(vfs, opath, off, 2), 0);
+	}
+	expect_body(cs, hold, &old);
+	assert_int_equal(kv_vfs_mem_truncate_file(vfs, opath, 1000), 0);
+	assert_int_equal(kv_chunkstore_get(cs, hold, &got), KV_ECORRUPT);
+	kv_buf_release(&old);
 	/* Shorter than a header, empty, longer than it claims, above the limit. */
 	const uint8_t tiny[5] = { 'K', 'V', 'C', 'K', 0 };
 	write_file(vfs, path, tiny, sizeof tiny);
+	assert_int_equal(kv_chunkstore_get(cs, ha, &got), KV_ECORRUPT);
+	/* Past the old form's 8-byte header, short of its own 16. */
+	const uint8_t tiny2[12] = { 'K', 'V', 'C', '2', 0, 0, 0, 0 };
+	write_file(vfs, path, tiny2, sizeof tiny2);
 	assert_int_equal(kv_chunkstore_get(cs, ha, &got), KV_ECORRUPT);
 	write_file(vfs, path, NULL, 0);
 	assert_int_equal(kv_chunkstore_get(cs, ha, &got), KV_ECORRUPT);
@@ -221,6 +333,13 @@ static void test_chunkstore__damaged_file_is_corrupt_not_a_crash(void **state)
 	assert_int_equal(kv_chunkstore_get(cs, ha, &got), KV_ECORRUPT);
 	struct kv_buf big;
 	make_body(&big, ha, MAX_BYTES + 10, 5);
+	write_file(vfs, path, big.p, big.n);
+	assert_int_equal(kv_chunkstore_get(cs, ha, &got), KV_ECORRUPT);
+	assert_int_equal(got.n, 0);
+	kv_buf_release(&big);
+	/* One byte above the limit, in the old form: within the new form's
+	 * file size, refused by the length. */
+	make_body_form(&big, ha, MAX_BYTES + 1, 5, true);
 	write_file(vfs, path, big.p, big.n);
 	assert_int_equal(kv_chunkstore_get(cs, ha, &got), KV_ECORRUPT);
 	assert_int_equal(got.n, 0);
@@ -424,6 +543,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_chunkstore__put_get_exists_delete),
 		cmocka_unit_test(test_chunkstore__put_is_idempotent),
+		cmocka_unit_test(test_chunkstore__nosync_put_skips_every_fsync),
+		cmocka_unit_test(test_chunkstore__both_stored_forms_are_accepted),
 		cmocka_unit_test(test_chunkstore__bad_stored_form_is_refused),
 		cmocka_unit_test(test_chunkstore__damaged_file_is_corrupt_not_a_crash),
 		cmocka_unit_test(test_chunkstore__open_removes_temp_files),

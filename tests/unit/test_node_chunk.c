@@ -27,6 +27,8 @@
 #include "node/node_int.h"
 #include "proto/msg.h"
 #include "ring/keys.h"
+#include "util/checksum.h"
+#include "util/coding.h"
 #include "util/error.h"
 #include "util/slice.h"
 
@@ -78,6 +80,7 @@ struct harness {
 	size_t nreplies;
 	uint64_t now, next_req;
 	size_t range_reads;
+	size_t sent[256]; /* peer messages sent, by type (all types are below 0x100) */
 	struct kv_node_member members[H_NODES];
 };
 
@@ -190,6 +193,8 @@ static void h_collect(struct harness *h, int i, struct kv_effects *out)
 		struct kv_node_msg_out *m = &out->sends.v[k];
 		int to = (int)m->to - 1;
 		assert_true(to >= 0 && to < h->nnodes && to != i);
+		assert_true(m->msg.type < 256);
+		h->sent[m->msg.type]++;
 		struct h_ev ev = { EV_PEER, to, (uint32_t)(i + 1), m->request_id, m->msg.type, false,
 				   KV_BUF_INIT, KV_BUF_INIT, 0, 0 };
 		h_encode(&m->msg, &ev.body);
@@ -707,6 +712,203 @@ static void test_node_chunk__get_falls_over_to_the_next_replica(void **state)
 	h_release(&h);
 }
 
+/* Sends @msg to node @to as peer @from (REPLICA_*), and runs everything. */
+static void h_peer(struct harness *h, int to, int from, const struct kv_msg *msg)
+{
+	struct kv_input in = { .type = KV_INPUT_PEER };
+	in.peer.from = (uint32_t)(from + 1);
+	in.peer.request_id = 900000 + h->next_req++;
+	in.peer.msg = msg;
+	h_step(h, to, &in);
+	h_run(h);
+}
+
+/*
+ * A replica stores the bytes of a peer's REPLICA_CHUNK_PUT without hashing
+ * them (doc/protocol.md REPLICA_CHUNK_PUT): bytes that do not hash to the
+ * key are refused from a client by the coordinator, but stored when a peer
+ * sends them. The key's format is still checked.
+ */
+static void test_node_chunk__replica_stores_a_peer_chunk_without_hashing(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 3);
+	struct chunk c;
+	chunk_make(&c, 6);
+	c.data[0] ^= 1; /* no longer hashes to its key */
+	/* From a client: the coordinator checks, nothing is stored. */
+	const struct kv_msg *r = h_chunk_put(&h, non_replica(&h, &c), &c);
+	assert_int_equal(r->type, KV_MSG_ERROR);
+	assert_int_equal(r->error.code, KV_EINVAL);
+	assert_int_equal(copies(&h, &c), 0);
+	assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_PUT], 0);
+	/* From a peer: stored as sent, and acknowledged. */
+	int idx[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_REPLICA_CHUNK_PUT);
+	m.chunk.key = chunk_key(&c);
+	m.chunk.data = kv_slice_make(c.data, c.n);
+	h_peer(&h, idx[0], idx[1], &m);
+	assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_PUT_ACK], 1);
+	assert_int_equal(h.sent[KV_MSG_ERROR], 0);
+	struct h_kv *body = body_of(&h, idx[0], &c);
+	assert_non_null(body);
+	assert_int_equal(body->value.n, KV_NODE_CHUNK_HEADER + c.n);
+	assert_memory_equal(body->value.p + KV_NODE_CHUNK_HEADER, c.data, c.n);
+	assert_non_null(record_of(&h, idx[0], &c));
+	assert_int_equal(copies(&h, &c), 1);
+	/* A bad key from a peer is still refused: a hole, another key space. */
+	struct chunk bad = c;
+	memset(bad.key + 2, 0, 32);
+	m.chunk.key = chunk_key(&bad);
+	h_peer(&h, idx[1], idx[0], &m);
+	bad = c;
+	bad.key[1] = 'd';
+	m.chunk.key = chunk_key(&bad);
+	h_peer(&h, idx[1], idx[0], &m);
+	m.chunk.key = kv_slice_make(c.key, sizeof c.key - 1);
+	h_peer(&h, idx[1], idx[0], &m);
+	assert_int_equal(h.sent[KV_MSG_ERROR], 3);
+	assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_PUT_ACK], 1);
+	assert_null(body_of(&h, idx[1], &c));
+	assert_null(record_of(&h, idx[1], &c));
+	h_release(&h);
+}
+
+/* The worked example of doc/storage-format.md "Chunk store": `hello`. */
+static void test_node_chunk__stored_form_is_the_documented_example(void **state)
+{
+	(void)state;
+	static const uint8_t want[] = { 0x4b, 0x56, 0x43, 0x32, 0x05, 0x00, 0x00,
+					0x00, 0xfd, 0xdc, 0x62, 0x5c, 0x55, 0xe8,
+					0x55, 0x95, 0x68, 0x65, 0x6c, 0x6c, 0x6f };
+	struct harness h;
+	h_init(&h, 4, 3, 3);
+	struct chunk c;
+	memcpy(c.data, "hello", 5);
+	c.n = 5;
+	kv_fs_hash(c.data, c.n, c.hash);
+	kv_fs_chunk_key(c.hash, c.key);
+	assert_int_equal(c.hash[0], 0x32);
+	assert_int_equal(c.hash[31], 0xcf);
+	assert_int_equal(h_chunk_put(&h, 0, &c)->type, KV_MSG_CHUNK_PUT_REPLY);
+	int idx[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
+	for (int k = 0; k < 3; k++) {
+		struct h_kv *b = body_of(&h, idx[k], &c);
+		assert_int_equal(b->value.n, sizeof want);
+		assert_memory_equal(b->value.p, want, sizeof want);
+	}
+	h_release(&h);
+}
+
+/* Byte offsets of a "KVC2" body to damage: magic, length, checksum, bytes. */
+static const size_t damage_at[] = { 0, 3, 4, 7, 8, 15, KV_NODE_CHUNK_HEADER,
+				    KV_NODE_CHUNK_HEADER + 50 };
+
+/*
+ * A body is stored as "KVC2" ‖ le32 n ‖ le64 XXH3-64 ‖ bytes; a bit flipped
+ * anywhere in it is reported corrupt on read (by the checksum, no BLAKE2b),
+ * and the read moves on to another replica.
+ */
+static void test_node_chunk__bit_rot_in_a_kvc2_body_moves_the_read_on(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 3);
+	struct chunk c;
+	chunk_make(&c, 7);
+	assert_int_equal(h_chunk_put(&h, 0, &c)->type, KV_MSG_CHUNK_PUT_REPLY);
+	int idx[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
+	int other = non_replica(&h, &c);
+	for (int k = 0; k < 3; k++) {
+		struct h_kv *b = body_of(&h, idx[k], &c);
+		assert_int_equal(b->value.n, KV_NODE_CHUNK_HEADER + c.n);
+		assert_memory_equal(b->value.p, "KVC2", 4);
+		assert_int_equal(kv_get_le32(b->value.p + 4), c.n);
+		assert_true(kv_get_le64(b->value.p + 8) == kv_hash64(c.data, c.n));
+	}
+	for (size_t d = 0; d < sizeof damage_at / sizeof damage_at[0]; d++) {
+		struct h_kv *b = body_of(&h, idx[0], &c);
+		b->value.p[damage_at[d]] ^= 0x10;
+		/* Through the damaged replica itself (it reads its own copy first). */
+		const struct kv_msg *r = h_chunk_get(&h, idx[0], &c);
+		assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+		assert_int_equal(r->chunk_data.data.n, c.n);
+		assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+		/* As a peer's REPLICA_CHUNK_GET: KV_ECORRUPT. */
+		struct kv_msg m;
+		kv_msg_init(&m, KV_MSG_REPLICA_CHUNK_GET);
+		m.chunk.key = chunk_key(&c);
+		size_t errors = h.sent[KV_MSG_ERROR];
+		size_t replies = h.sent[KV_MSG_REPLICA_CHUNK_GET_REPLY];
+		h_peer(&h, idx[0], other, &m);
+		assert_int_equal(h.sent[KV_MSG_ERROR], errors + 1);
+		assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_GET_REPLY], replies);
+		b = body_of(&h, idx[0], &c);
+		b->value.p[damage_at[d]] ^= 0x10;
+	}
+	/* Every copy damaged: KV_ECORRUPT. */
+	for (int k = 0; k < 3; k++)
+		body_of(&h, idx[k], &c)->value.p[KV_NODE_CHUNK_HEADER + (size_t)k] ^= 0x01;
+	const struct kv_msg *r = h_chunk_get(&h, other, &c);
+	assert_int_equal(r->type, KV_MSG_ERROR);
+	assert_int_equal(r->error.code, KV_ECORRUPT);
+	h_release(&h);
+}
+
+/*
+ * A body stored before the "KVC2" form ("KVCK" ‖ le32 n ‖ bytes, in the
+ * engine or the chunk store) is still read, and checked against its hash
+ * with BLAKE2b: a flipped bit, which no checksum covers, is still caught.
+ */
+static void test_node_chunk__old_kvck_body_is_read_and_checked_by_hash(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 3);
+	struct chunk c;
+	chunk_make(&c, 8);
+	assert_int_equal(h_chunk_put(&h, 0, &c)->type, KV_MSG_CHUNK_PUT_REPLY);
+	int idx[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
+	int other = non_replica(&h, &c);
+	struct kv_buf old = KV_BUF_INIT, skey = KV_BUF_INIT;
+	assert_int_equal(kv_buf_append(&old, "KVCK", 4), 0);
+	assert_int_equal(kv_buf_append_le32(&old, (uint32_t)c.n), 0);
+	assert_int_equal(kv_buf_append(&old, c.data, c.n), 0);
+	assert_int_equal(old.n, KV_NODE_CHUNK_HEADER_KVCK + c.n);
+	assert_int_equal(kv_skey_encode(&skey, chunk_key(&c)), 0);
+	for (int k = 0; k < 3; k++)
+		h_store_put(&h.store[idx[k]], kv_buf_slice(&skey), kv_buf_slice(&old));
+	for (int i = 0; i < 4; i++) {
+		const struct kv_msg *r = h_chunk_get(&h, i, &c);
+		assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+		assert_int_equal(r->chunk_data.data.n, c.n);
+		assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	}
+	/* A flipped bit in the bytes of one old copy: the read moves on. */
+	body_of(&h, idx[0], &c)->value.p[KV_NODE_CHUNK_HEADER_KVCK + 9] ^= 0x02;
+	const struct kv_msg *r = h_chunk_get(&h, idx[0], &c);
+	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+	assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	/* A second put finds it there and does not rewrite it. */
+	assert_int_equal(h_chunk_put(&h, other, &c)->chunk_put_reply.flags, KV_MSG_CHUNK_F_EXISTED);
+	assert_memory_equal(body_of(&h, idx[1], &c)->value.p, "KVCK", 4);
+	/* Every old copy damaged: KV_ECORRUPT. */
+	body_of(&h, idx[1], &c)->value.p[KV_NODE_CHUNK_HEADER_KVCK] ^= 0x02;
+	body_of(&h, idx[2], &c)->value.p[old.n - 1] ^= 0x02;
+	r = h_chunk_get(&h, other, &c);
+	assert_int_equal(r->type, KV_MSG_ERROR);
+	assert_int_equal(r->error.code, KV_ECORRUPT);
+	kv_buf_release(&old);
+	kv_buf_release(&skey);
+	h_release(&h);
+}
+
 /*
  * The gc keeps every chunk some version references — a sibling, a version
  * on one replica only, any chunk of a manifest — and deletes an unreferenced
@@ -975,6 +1177,10 @@ int main(void)
 		cmocka_unit_test(test_node_chunk__bad_hash_and_bad_key_are_refused),
 		cmocka_unit_test(test_node_chunk__ordinary_ops_in_the_chunk_space_are_refused),
 		cmocka_unit_test(test_node_chunk__get_falls_over_to_the_next_replica),
+		cmocka_unit_test(test_node_chunk__replica_stores_a_peer_chunk_without_hashing),
+		cmocka_unit_test(test_node_chunk__stored_form_is_the_documented_example),
+		cmocka_unit_test(test_node_chunk__bit_rot_in_a_kvc2_body_moves_the_read_on),
+		cmocka_unit_test(test_node_chunk__old_kvck_body_is_read_and_checked_by_hash),
 		cmocka_unit_test(test_node_chunk__gc_keeps_referenced_and_sweeps_garbage_past_grace),
 		cmocka_unit_test(test_node_chunk__gc_with_a_member_down_sweeps_nothing),
 		cmocka_unit_test(test_node_chunk__gc_fails_on_a_version_it_cannot_read),

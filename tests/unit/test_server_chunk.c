@@ -28,6 +28,7 @@
 #include "node/server.h"
 #include "ring/keys.h"
 #include "proto/auth.h"
+#include "util/checksum.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -107,6 +108,45 @@ static struct kv_client *client_of(struct cluster *cl, int i)
 	return c;
 }
 
+/*
+ * Waits (at most 10 s) until every running node reaches every other one.
+ * kv_server_start() returns once a node listens; its greetings to its
+ * peers, and a peer's end of the backoff towards a node that was down
+ * (doc/node.md), complete a moment later. Until then a coordinator fails
+ * a replica write to that peer at once, so a put answered at W would leave
+ * that replica without the chunk. A read at R = 3 (of a key nobody writes)
+ * through node i succeeds only when node i reached both others.
+ */
+static void cluster_wait_connected(struct cluster *cl)
+{
+	struct kv_client *c[NNODES];
+	for (int i = 0; i < NNODES; i++)
+		c[i] = cl->srv[i] != NULL ? client_of(cl, i) : NULL;
+	for (int i = 0; i < NNODES; i++) {
+		if (c[i] == NULL)
+			continue;
+		struct kv_client_call call = KV_CLIENT_CALL_INIT;
+		call.r = NNODES;
+		call.node = 0; /* c[i] knows only node i */
+		call.timeout_ms = 1000;
+		int rc = -1;
+		for (int attempt = 0; rc != 0 && attempt < 100; attempt++) {
+			struct kv_dvv set;
+			kv_dvv_init(&set);
+			rc = kv_client_get(c[i], kv_slice_str("/.test-connected"), &call, &set);
+			kv_dvv_release(&set);
+			if (rc != 0)
+				usleep(100 * 1000);
+		}
+		if (rc != 0)
+			print_message("node %d cannot reach its peers: %s\n", i + 1,
+				      kv_client_errmsg(c[i]));
+		assert_int_equal(rc, 0);
+	}
+	for (int i = 0; i < NNODES; i++)
+		kv_client_free(c[i]);
+}
+
 static void make_chunk(uint8_t *data, size_t n, unsigned seed, uint8_t key[KV_FS_CHUNK_KEY_LEN],
 		       uint8_t hash[KV_FS_HASH_LEN])
 {
@@ -151,6 +191,7 @@ static void test_server_chunk__put_get_through_each_node_then_gc(void **state)
 	}
 	for (int i = 0; i < NNODES; i++)
 		node_start(&cl, i);
+	cluster_wait_connected(&cl);
 	struct kv_client *c[NNODES];
 	for (int i = 0; i < NNODES; i++)
 		c[i] = client_of(&cl, i);
@@ -253,27 +294,21 @@ static void body_file(const struct cluster *cl, int i, const uint8_t *hash, char
 		k += snprintf(dst + k, cap - (size_t)k, "%02x", hash[b]);
 }
 
-/* Whether @path exists within 5 s (a put returns at W acks; the last
- * replica may still be writing). */
-static bool file_appears(const char *path)
-{
-	for (int i = 0; i < 500; i++) {
-		if (access(path, R_OK) == 0)
-			return true;
-		usleep(10 * 1000);
-	}
-	return false;
-}
-
-static void write_body_file(const char *path, const uint8_t *data, size_t n)
+/* Writes a body file by hand: "KVC2" ‖ le32 n ‖ le64 XXH3-64 ‖ bytes, or
+ * with @kvck the old form "KVCK" ‖ le32 n ‖ bytes (doc/storage-format.md). */
+static void write_body_file(const char *path, const uint8_t *data, size_t n, bool kvck)
 {
 	FILE *f = fopen(path, "wb");
 	assert_non_null(f);
-	uint8_t hdr[8] = { 'K', 'V', 'C', 'K', (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16),
-			   (uint8_t)(n >> 24) };
-	assert_int_equal(fwrite(hdr, 1, sizeof hdr, f), sizeof hdr);
+	struct kv_buf hdr = KV_BUF_INIT;
+	assert_int_equal(kv_buf_append(&hdr, kvck ? "KVCK" : "KVC2", 4), 0);
+	assert_int_equal(kv_buf_append_le32(&hdr, (uint32_t)n), 0);
+	if (!kvck)
+		assert_int_equal(kv_buf_append_le64(&hdr, kv_hash64(data, n)), 0);
+	assert_int_equal(fwrite(hdr.p, 1, hdr.n, f), hdr.n);
 	assert_int_equal(fwrite(data, 1, n, f), n);
 	assert_int_equal(fclose(f), 0);
+	kv_buf_release(&hdr);
 }
 
 /*
@@ -295,21 +330,31 @@ static void test_server_chunk__bodies_are_files_and_orphans_are_adopted(void **s
 	}
 	for (int i = 0; i < NNODES; i++)
 		node_start(&cl, i);
+	cluster_wait_connected(&cl);
 	struct kv_client *c = client_of(&cl, 0);
+	/* Puts at W = N: answered once every replica holds the body and its
+	 * record, so no replica is still writing when the test looks at the
+	 * files or stops a node. */
+	struct kv_client_call all = KV_CLIENT_CALL_INIT;
+	all.w = NNODES;
 	size_t n = 3000;
-	uint8_t *data = malloc(n), *orphan = malloc(n);
+	uint8_t *data = malloc(n), *orphan = malloc(n), *old = malloc(n);
 	assert_non_null(data);
 	assert_non_null(orphan);
+	assert_non_null(old);
 	uint8_t key[KV_FS_CHUNK_KEY_LEN], hash[KV_FS_HASH_LEN];
 	uint8_t okey[KV_FS_CHUNK_KEY_LEN], ohash[KV_FS_HASH_LEN];
+	uint8_t oldkey[KV_FS_CHUNK_KEY_LEN], oldhash[KV_FS_HASH_LEN];
 	make_chunk(data, n, 41, key, hash);
 	make_chunk(orphan, n, 42, okey, ohash);
+	make_chunk(old, n, 43, oldkey, oldhash);
 	struct kv_slice ks = kv_slice_make(key, sizeof key), oks = kv_slice_make(okey, sizeof okey);
-	assert_int_equal(kv_client_chunk_put(c, ks, kv_slice_make(data, n), NULL), 0);
+	struct kv_slice oldks = kv_slice_make(oldkey, sizeof oldkey);
+	assert_int_equal(kv_client_chunk_put(c, ks, kv_slice_make(data, n), &all), 0);
 	char path[512], tmp[600];
 	for (int i = 0; i < NNODES; i++) {
 		body_file(&cl, i, hash, path, sizeof path);
-		assert_true(file_appears(path));
+		assert_int_equal(access(path, R_OK), 0);
 	}
 	/* Node 1's copy truncated: node 1 reads itself first, then another. */
 	body_file(&cl, 0, hash, path, sizeof path);
@@ -320,8 +365,9 @@ static void test_server_chunk__bodies_are_files_and_orphans_are_adopted(void **s
 	assert_memory_equal(got.p, data, n);
 
 	/* Nodes 2 and 3 stopped, as if they had crashed (RUNNING left behind).
-	 * Node 2 gets a body without a record, a damaged one and a temp file;
-	 * node 3 loses the body of the first chunk, not its record. */
+	 * Node 2 gets two bodies without a record (one in the old "KVCK" form),
+	 * a damaged one and a temp file; node 3 loses the body of the first
+	 * chunk, not its record. */
 	for (int i = 1; i < 3; i++) {
 		assert_int_equal(kv_server_stop(cl.srv[i]), 0);
 		cl.srv[i] = NULL;
@@ -333,36 +379,46 @@ static void test_server_chunk__bodies_are_files_and_orphans_are_adopted(void **s
 	body_file(&cl, 2, hash, path, sizeof path);
 	assert_int_equal(unlink(path), 0);
 	body_file(&cl, 1, ohash, path, sizeof path);
-	write_body_file(path, orphan, n);
+	write_body_file(path, orphan, n, false);
 	snprintf(tmp, sizeof tmp, "%s.3.tmp", path);
-	write_body_file(tmp, orphan, 10);
+	write_body_file(tmp, orphan, 10, false);
+	char oldpath[512];
+	body_file(&cl, 1, oldhash, oldpath, sizeof oldpath);
+	write_body_file(oldpath, old, n, true);
+	/* Damaged: its bytes do not hash to its name (the checksum is right:
+	 * adoption checks the hash, whichever the form). */
 	uint8_t bad[KV_FS_HASH_LEN];
 	memcpy(bad, ohash, sizeof bad);
 	bad[31] ^= 1;
 	char badpath[512];
 	body_file(&cl, 1, bad, badpath, sizeof badpath);
-	write_body_file(badpath, orphan, n);
+	write_body_file(badpath, orphan, n, false);
 	node_start(&cl, 1);
 	node_start(&cl, 2);
+	cluster_wait_connected(&cl);
 	assert_int_equal(access(tmp, F_OK), -1);
 	assert_int_equal(access(badpath, F_OK), -1);
 	assert_int_equal(access(path, R_OK), 0);
+	assert_int_equal(access(oldpath, R_OK), 0);
 	struct kv_client *c2 = client_of(&cl, 1);
 	assert_int_equal(kv_client_chunk_get(c2, oks, NULL, &got), 0);
 	assert_memory_equal(got.p, orphan, n);
+	assert_int_equal(kv_client_chunk_get(c2, oldks, NULL, &got), 0);
+	assert_memory_equal(got.p, old, n);
 	/* Node 3 dropped the record of its lost body: the next store rewrites it
-	 * there (the reply comes at W acks, which may all say "existed"). */
-	assert_true(kv_client_chunk_put(c, ks, kv_slice_make(data, n), NULL) >= 0);
+	 * there (at W = N the reply waits for it, and says it was written). */
+	assert_int_equal(kv_client_chunk_put(c, ks, kv_slice_make(data, n), &all), 0);
 	body_file(&cl, 2, hash, tmp, sizeof tmp);
-	assert_true(file_appears(tmp));
+	assert_int_equal(access(tmp, R_OK), 0);
 
-	/* Neither is referenced: a gc with a 1 s grace sweeps both, files too
+	/* None is referenced: a gc with a 1 s grace sweeps all, files too
 	 * (the damaged copy's record names it: swept with the others). */
 	usleep(1500 * 1000);
 	struct kv_client_gc_result r;
 	assert_int_equal(kv_client_gc(c2, 1, NULL, &r), 0);
-	assert_int_equal(r.swept, 4);
+	assert_int_equal(r.swept, 5);
 	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(access(oldpath, F_OK), -1);
 	for (int i = 0; i < NNODES; i++) {
 		body_file(&cl, i, hash, path, sizeof path);
 		assert_int_equal(access(path, F_OK), -1);
@@ -373,6 +429,7 @@ static void test_server_chunk__bodies_are_files_and_orphans_are_adopted(void **s
 	kv_client_free(c2);
 	free(data);
 	free(orphan);
+	free(old);
 	cluster_down(&cl);
 }
 
