@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,79 +19,113 @@
 #include "util/error.h"
 #include "util/log.h"
 
-/* Chunks the cache keeps (4 MiB each). */
-#define CACHE_SLOTS 6
+/*
+ * Chunks the cache keeps (4 MiB each): the read-ahead window, the chunk
+ * being read and a few behind it, so that the least recently used slot is
+ * always one already read.
+ */
+#define CACHE_SLOTS 10
+/* Chunks read ahead of a sequential reader (at most FS_PREFETCH_QUEUE). */
+#define READAHEAD_CHUNKS 4
 /* Attempts of one chunk upload within a flush. */
 #define CHUNK_PUT_TRIES 2
 /* Chunk uploads a flush keeps in flight (each holds one chunk buffer). */
 #define UPLOAD_THREADS 4
 
+/*
+ * One chunk of the cache. A slot is free (neither flag), loading (one
+ * thread fetches it; others wait on cache_cond) or valid. A valid slot with
+ * refs > 0 is being replied from and is never evicted. All fields: cache_lock.
+ */
 struct fs_cache_slot {
 	uint8_t hash[KV_FS_HASH_LEN];
 	uint8_t *buf;
 	size_t len;
 	uint64_t used;
+	int refs;
 	bool valid;
+	bool loading;
 };
 
+/*
+ * Background uploads of all writing inodes together: each holds a chunk
+ * buffer (and the client's frame of it), so this bounds their memory.
+ */
+#define UPLOADS_MAX 6
+/*
+ * A chunk stored in the background relies on its age, refreshed by the
+ * put-if-absent, until a manifest names it (DESIGN §7 "Reclaiming chunks":
+ * gc spares chunks younger than its grace, an hour by default). A flush
+ * re-stores SENT chunks older than this instead of trusting them.
+ */
+#define SENT_MAX_AGE_NS (600ull * 1000000000ull)
+
 static uint64_t cache_tick;
+static atomic_int uploads_running;
+
+/*
+ * One background upload: reads chunk @index (@len bytes) from the staging
+ * file @fd, hashes and stores it. Written by its thread until @done; read
+ * by the owner (under the inode's dlock) after pthread_join.
+ */
+struct fs_upload_job {
+	pthread_t th;
+	struct fs *fs;
+	int fd;
+	uint64_t index;
+	uint32_t len;
+	uint64_t start_ns;            /* fs_mono_ns() when it started */
+	uint8_t hash[KV_FS_HASH_LEN]; /* all zeros: the chunk is all zeros, a hole */
+	int rc;
+	atomic_bool done;
+};
 
 static void *lease_main(void *arg);
+static void jobs_reap(struct fs_data *d, bool wait, bool apply);
 
 /* ---- chunk cache and read-ahead ---- */
 
-/* Copies [off, off+len) of cached chunk @hash to @dst; false when absent. cache_lock held. */
-static bool cache_copy(struct fs *fs, const uint8_t *hash, size_t off, size_t len, uint8_t *dst)
+/* The slot that holds or is loading @hash, or NULL. cache_lock held. */
+static struct fs_cache_slot *cache_find(struct fs *fs, const uint8_t *hash)
 {
 	for (size_t i = 0; i < fs->ncache; i++) {
 		struct fs_cache_slot *s = &fs->cache[i];
-		if (!s->valid || memcmp(s->hash, hash, KV_FS_HASH_LEN) != 0)
-			continue;
-		size_t have = off < s->len ? s->len - off : 0;
-		size_t n = have < len ? have : len;
-		if (n)
-			memcpy(dst, s->buf + off, n);
-		if (n < len)
-			memset(dst + n, 0, len - n);
-		s->used = ++cache_tick;
-		return true;
+		if ((s->valid || s->loading) && memcmp(s->hash, hash, KV_FS_HASH_LEN) == 0)
+			return s;
 	}
-	return false;
+	return NULL;
 }
 
-static bool cache_has(struct fs *fs, const uint8_t *hash)
+/*
+ * Takes the least recently used slot that nobody uses for loading @hash,
+ * or returns NULL when every slot is in use. cache_lock held.
+ */
+static struct fs_cache_slot *cache_claim(struct fs *fs, const uint8_t *hash)
 {
-	for (size_t i = 0; i < fs->ncache; i++)
-		if (fs->cache[i].valid && memcmp(fs->cache[i].hash, hash, KV_FS_HASH_LEN) == 0)
-			return true;
-	return false;
-}
-
-/* Takes @buf (malloc'd) into the least recently used slot. cache_lock held. */
-static void cache_insert(struct fs *fs, const uint8_t *hash, uint8_t *buf, size_t len)
-{
-	if (cache_has(fs, hash)) {
-		free(buf);
-		return;
-	}
-	struct fs_cache_slot *victim = &fs->cache[0];
+	struct fs_cache_slot *victim = NULL;
 	for (size_t i = 0; i < fs->ncache; i++) {
-		if (!fs->cache[i].valid) {
-			victim = &fs->cache[i];
+		struct fs_cache_slot *s = &fs->cache[i];
+		if (s->loading || s->refs > 0)
+			continue;
+		if (!s->valid) {
+			victim = s;
 			break;
 		}
-		if (fs->cache[i].used < victim->used)
-			victim = &fs->cache[i];
+		if (!victim || s->used < victim->used)
+			victim = s;
 	}
+	if (!victim)
+		return NULL;
 	free(victim->buf);
+	victim->buf = NULL;
+	victim->len = 0;
+	victim->valid = false;
+	victim->loading = true;
 	memcpy(victim->hash, hash, KV_FS_HASH_LEN);
-	victim->buf = buf;
-	victim->len = len;
-	victim->valid = true;
-	victim->used = ++cache_tick;
+	return victim;
 }
 
-/* Fetches chunk @hash from one replica and checks it against its hash. */
+/* Fetches chunk @hash from one replica; the client checks it against its hash. */
 static int chunk_fetch(struct fs *fs, const uint8_t *hash, struct kv_buf *out)
 {
 	uint8_t key[KV_FS_CHUNK_KEY_LEN];
@@ -98,9 +133,14 @@ static int chunk_fetch(struct fs *fs, const uint8_t *hash, struct kv_buf *out)
 	struct kv_client_call call = fs_call(fs);
 	int rc = KV_ECORRUPT;
 	for (int tries = 0; tries < 2 && rc == KV_ECORRUPT; tries++) {
+		/*
+		 * kv_client_chunk_get() checks the bytes against the hash in
+		 * the key (DESIGN §7 "Objects": read from one replica and
+		 * checked); hashing them again here would double the cost.
+		 */
 		rc = kv_client_chunk_get(fs->client, kv_slice_make(key, sizeof key), &call, out);
-		if (rc == 0)
-			rc = kv_fs_chunk_verify(hash, kv_buf_slice(out));
+		if (rc == 0 && out->n > ((size_t)1 << KV_FS_CHUNK_SHIFT_MAX))
+			rc = KV_ECORRUPT;
 	}
 	if (rc < 0) {
 		kv_warn("kvfs: chunk read failed: %s (%s)", kv_strerror(rc),
@@ -111,24 +151,80 @@ static int chunk_fetch(struct fs *fs, const uint8_t *hash, struct kv_buf *out)
 	return 0;
 }
 
-/* Reads [off, off+len) of chunk @hash through the cache. */
-static int chunk_read(struct fs *fs, const uint8_t *hash, size_t off, size_t len, uint8_t *dst)
+/* Ends the load of @s: fills it from @b (taken) or frees it on error. cache_lock held. */
+static void cache_fill(struct fs *fs, struct fs_cache_slot *s, int rc, struct kv_buf *b)
+{
+	s->loading = false;
+	if (rc == 0) {
+		s->buf = kv_buf_detach(b, &s->len);
+		s->valid = true;
+		s->used = ++cache_tick;
+	}
+	pthread_cond_broadcast(&fs->cache_cond);
+}
+
+/*
+ * Returns chunk @hash in *out with a reference (chunk_put() drops it): from
+ * the cache, by waiting for the thread that loads it, or by fetching it.
+ * No lock held. 0 or -EIO.
+ */
+static int chunk_get(struct fs *fs, const uint8_t *hash, struct fs_cache_slot **out)
 {
 	pthread_mutex_lock(&fs->cache_lock);
-	bool hit = cache_copy(fs, hash, off, len, dst);
+	for (;;) {
+		struct fs_cache_slot *s = cache_find(fs, hash);
+		if (s && s->valid) {
+			s->refs++;
+			s->used = ++cache_tick;
+			*out = s;
+			pthread_mutex_unlock(&fs->cache_lock);
+			return 0;
+		}
+		if (!s)
+			s = cache_claim(fs, hash);
+		else
+			s = NULL; /* loading: wait for it */
+		if (!s) {
+			pthread_cond_wait(&fs->cache_cond, &fs->cache_lock);
+			continue;
+		}
+		pthread_mutex_unlock(&fs->cache_lock);
+		struct kv_buf b = KV_BUF_INIT;
+		int rc = chunk_fetch(fs, hash, &b);
+		pthread_mutex_lock(&fs->cache_lock);
+		cache_fill(fs, s, rc, &b);
+		if (rc == 0) {
+			s->refs++;
+			*out = s;
+		}
+		pthread_mutex_unlock(&fs->cache_lock);
+		return rc;
+	}
+}
+
+/* Drops the reference chunk_get() gave. */
+static void chunk_put(struct fs *fs, struct fs_cache_slot *s)
+{
+	pthread_mutex_lock(&fs->cache_lock);
+	if (--s->refs == 0)
+		pthread_cond_broadcast(&fs->cache_cond);
 	pthread_mutex_unlock(&fs->cache_lock);
-	if (hit)
-		return 0;
-	struct kv_buf b = KV_BUF_INIT;
-	int rc = chunk_fetch(fs, hash, &b);
+}
+
+/* Reads [off, off+len) of chunk @hash through the cache (zeros past its end). */
+static int chunk_read(struct fs *fs, const uint8_t *hash, size_t off, size_t len, uint8_t *dst)
+{
+	struct fs_cache_slot *s;
+	int rc = chunk_get(fs, hash, &s);
 	if (rc < 0)
 		return rc;
-	size_t n;
-	uint8_t *p = kv_buf_detach(&b, &n);
-	pthread_mutex_lock(&fs->cache_lock);
-	cache_insert(fs, hash, p, n);
-	cache_copy(fs, hash, off, len, dst);
-	pthread_mutex_unlock(&fs->cache_lock);
+	size_t have = off < s->len ? s->len - off : 0;
+	size_t n = have < len ? have : len;
+	if (n)
+		memcpy(dst, s->buf + off, n);
+	if (n < len)
+		memset(dst + n, 0, len - n);
+	chunk_put(fs, s);
 	return 0;
 }
 
@@ -137,40 +233,53 @@ static void *prefetch_main(void *arg)
 	struct fs *fs = arg;
 	pthread_mutex_lock(&fs->cache_lock);
 	while (!fs->prefetch_stop) {
-		if (!fs->prefetch_pending) {
+		if (fs->prefetch_len == 0) {
 			pthread_cond_wait(&fs->cache_cond, &fs->cache_lock);
 			continue;
 		}
 		uint8_t hash[KV_FS_HASH_LEN];
-		memcpy(hash, fs->prefetch_hash, sizeof hash);
-		fs->prefetch_pending = false;
-		if (cache_has(fs, hash))
+		memcpy(hash, fs->prefetch_queue[fs->prefetch_head], sizeof hash);
+		fs->prefetch_head = (fs->prefetch_head + 1) % FS_PREFETCH_QUEUE;
+		fs->prefetch_len--;
+		if (cache_find(fs, hash))
 			continue;
+		struct fs_cache_slot *s = cache_claim(fs, hash);
+		if (!s)
+			continue; /* every slot in use: no read-ahead now */
 		pthread_mutex_unlock(&fs->cache_lock);
 		struct kv_buf b = KV_BUF_INIT;
 		int rc = chunk_fetch(fs, hash, &b);
 		pthread_mutex_lock(&fs->cache_lock);
-		if (rc == 0) {
-			size_t n;
-			uint8_t *p = kv_buf_detach(&b, &n);
-			cache_insert(fs, hash, p, n);
-		}
+		cache_fill(fs, s, rc, &b);
 	}
 	pthread_mutex_unlock(&fs->cache_lock);
 	return NULL;
 }
 
+/* Queues chunk @hash for the read-ahead threads (started on first use). */
 static void prefetch(struct fs *fs, const uint8_t *hash)
 {
 	pthread_mutex_lock(&fs->cache_lock);
-	if (!cache_has(fs, hash)) {
-		if (!fs->prefetch_started &&
-		    pthread_create(&fs->prefetch_thread, NULL, prefetch_main, fs) == 0)
-			fs->prefetch_started = true;
-		memcpy(fs->prefetch_hash, hash, KV_FS_HASH_LEN);
-		fs->prefetch_pending = true;
-		pthread_cond_signal(&fs->cache_cond);
+	if (cache_find(fs, hash))
+		goto out;
+	for (size_t i = 0; i < fs->prefetch_len; i++)
+		if (memcmp(fs->prefetch_queue[(fs->prefetch_head + i) % FS_PREFETCH_QUEUE], hash,
+			   KV_FS_HASH_LEN) == 0)
+			goto out;
+	while (fs->prefetch_nthreads < FS_PREFETCH_THREADS &&
+	       pthread_create(&fs->prefetch_thread[fs->prefetch_nthreads], NULL, prefetch_main,
+			      fs) == 0)
+		fs->prefetch_nthreads++;
+	if (fs->prefetch_len == FS_PREFETCH_QUEUE) {
+		/* Full: the oldest wish goes (its reader has probably moved on). */
+		fs->prefetch_head = (fs->prefetch_head + 1) % FS_PREFETCH_QUEUE;
+		fs->prefetch_len--;
 	}
+	memcpy(fs->prefetch_queue[(fs->prefetch_head + fs->prefetch_len) % FS_PREFETCH_QUEUE], hash,
+	       KV_FS_HASH_LEN);
+	fs->prefetch_len++;
+	pthread_cond_broadcast(&fs->cache_cond);
+out:
 	pthread_mutex_unlock(&fs->cache_lock);
 }
 
@@ -201,8 +310,8 @@ void fs_cache_destroy(struct fs *fs)
 	pthread_cond_broadcast(&fs->cache_cond);
 	pthread_cond_broadcast(&fs->lease_cond);
 	pthread_mutex_unlock(&fs->cache_lock);
-	if (fs->prefetch_started)
-		pthread_join(fs->prefetch_thread, NULL);
+	for (size_t i = 0; i < fs->prefetch_nthreads; i++)
+		pthread_join(fs->prefetch_thread[i], NULL);
 	if (fs->lease_started)
 		pthread_join(fs->lease_thread, NULL);
 	for (size_t i = 0; i < fs->ncache; i++)
@@ -220,6 +329,7 @@ void fs_data_free(struct fs_data *d)
 {
 	if (!d)
 		return;
+	jobs_reap(d, true, false); /* their threads read the staging file */
 	if (d->staging_fd >= 0)
 		close(d->staging_fd);
 	kv_ctx_release(&d->ctx);
@@ -230,6 +340,7 @@ void fs_data_free(struct fs_data *d)
 	kv_buf_release(&d->meta_raw);
 	kv_fs_manifest_release(&d->base);
 	free(d->cstate);
+	free(d->sent);
 	free(d);
 }
 
@@ -260,8 +371,12 @@ static int ensure_cstate(struct fs_data *d, size_t n)
 	uint8_t *c = realloc(d->cstate, n);
 	if (!c)
 		return -ENOMEM;
-	memset(c + d->ncstate, FS_CHUNK_BASE, n - d->ncstate);
 	d->cstate = c;
+	uint8_t(*h)[KV_FS_HASH_LEN] = realloc(d->sent, n * sizeof *h);
+	if (!h)
+		return -ENOMEM; /* cstate grew; ncstate did not: harmless */
+	d->sent = h;
+	memset(c + d->ncstate, FS_CHUNK_BASE, n - d->ncstate);
 	d->ncstate = n;
 	return 0;
 }
@@ -647,6 +762,28 @@ int fs_data_truncate(struct fs *fs, struct fs_inode *ino, uint64_t size)
 	return 0;
 }
 
+/*
+ * Sequential reads read the next READAHEAD_CHUNKS chunks ahead (DESIGN §7
+ * "Writing"): a read that continues where the previous one ended queues
+ * them for the read-ahead threads. The kernel's read-ahead requests are
+ * served by several threads and may arrive slightly out of order, so
+ * "continues" allows READ_SLACK either way. dlock held.
+ */
+#define READ_SLACK ((uint64_t)1 << 20)
+static void read_ahead(struct fs *fs, struct fs_data *d, uint64_t off, uint64_t len)
+{
+	bool seq = off + READ_SLACK >= d->last_read_end && off <= d->last_read_end + READ_SLACK;
+	if (seq && d->base.n > 0) {
+		uint64_t cur = (off + len - (len > 0)) >> KV_FS_CHUNK_SHIFT;
+		for (uint64_t next = cur + 1; next <= cur + READAHEAD_CHUNKS && next < d->base.n;
+		     next++)
+			if (cstate_of(d, next) == FS_CHUNK_BASE &&
+			    !kv_fs_hash_is_hole(d->base.chunks[next].hash))
+				prefetch(fs, d->base.chunks[next].hash);
+	}
+	d->last_read_end = off + len;
+}
+
 ssize_t fs_data_read(struct fs *fs, struct fs_inode *ino, char *buf, size_t len, uint64_t off)
 {
 	struct fs_data *d = ino->data;
@@ -657,15 +794,133 @@ ssize_t fs_data_read(struct fs *fs, struct fs_inode *ino, char *buf, size_t len,
 	int rc = read_range(fs, d, (uint8_t *)buf, off, len);
 	if (rc < 0)
 		return rc;
-	/* Sequential reads read the next chunk ahead (DESIGN §7 "Writing"). */
-	if (off == d->last_read_end && d->base.n > 0) {
-		uint64_t next = ((off + len) >> KV_FS_CHUNK_SHIFT) + 1;
-		if (next < d->base.n && cstate_of(d, next) == FS_CHUNK_BASE &&
-		    !kv_fs_hash_is_hole(d->base.chunks[next].hash))
-			prefetch(fs, d->base.chunks[next].hash);
-	}
-	d->last_read_end = off + len;
+	read_ahead(fs, d, off, len);
 	return (ssize_t)len;
+}
+
+static bool all_zero(const uint8_t *p, size_t n);
+
+/*
+ * Hashes and stores the @len bytes at @p as a chunk (put-if-absent, up to
+ * CHUNK_PUT_TRIES attempts), writing its hash to @hash; an all-zero chunk
+ * is a hole, not stored (@hash all zeros). 0 or the client's error.
+ */
+static int store_chunk(struct fs *fs, const uint8_t *p, uint32_t len,
+		       uint8_t hash[KV_FS_HASH_LEN])
+{
+	if (all_zero(p, len)) {
+		memset(hash, 0, KV_FS_HASH_LEN);
+		return 0;
+	}
+	uint8_t key[KV_FS_CHUNK_KEY_LEN];
+	struct kv_client_call call = fs_call(fs);
+	int rc = 0;
+	kv_fs_hash(p, len, hash);
+	kv_fs_chunk_key(hash, key);
+	for (int t = 0; t < CHUNK_PUT_TRIES; t++) {
+		rc = kv_client_chunk_put(fs->client, kv_slice_make(key, sizeof key),
+					 kv_slice_make(p, len), &call);
+		if (rc >= 0)
+			return 0;
+	}
+	kv_warn("kvfs: chunk upload failed: %s (%s)", kv_strerror(rc),
+		kv_client_errmsg(fs->client));
+	return rc;
+}
+
+static void *job_main(void *arg)
+{
+	struct fs_upload_job *j = arg;
+	uint8_t *buf = malloc(j->len);
+	j->rc = buf ? pread_full(j->fd, buf, j->len, j->index * KV_FS_CHUNK_SIZE) : -ENOMEM;
+	if (j->rc == 0)
+		j->rc = store_chunk(j->fs, buf, j->len, j->hash);
+	free(buf);
+	atomic_store(&j->done, true);
+	return NULL;
+}
+
+/*
+ * Joins job @k of @d (the oldest is 0) and, with @apply, takes its result:
+ * a chunk still SENDING becomes SENT (or DIRTY again when the upload
+ * failed, for the flush to retry); a chunk written since keeps its state.
+ * dlock held.
+ */
+static void job_reap(struct fs_data *d, size_t k, bool apply)
+{
+	struct fs_upload_job *j = d->jobs[k];
+	pthread_join(j->th, NULL);
+	atomic_fetch_sub(&uploads_running, 1);
+	kv_debug("kvfs: background upload of chunk %llu: %d, %s",
+		 (unsigned long long)j->index, j->rc,
+		 !apply ? "dropped" : j->index < d->ncstate && d->cstate[j->index] == FS_CHUNK_SENDING
+		 ? "kept" : "written since");
+	if (apply && j->index < d->ncstate && d->cstate[j->index] == FS_CHUNK_SENDING) {
+		if (j->rc == 0) {
+			memcpy(d->sent[j->index], j->hash, KV_FS_HASH_LEN);
+			d->cstate[j->index] = FS_CHUNK_SENT;
+			if (d->sent_since_ns == 0 || j->start_ns < d->sent_since_ns)
+				d->sent_since_ns = j->start_ns;
+		} else {
+			d->cstate[j->index] = FS_CHUNK_DIRTY;
+		}
+	}
+	free(j);
+	memmove(&d->jobs[k], &d->jobs[k + 1], (d->njobs - k - 1) * sizeof d->jobs[0]);
+	d->njobs--;
+}
+
+/* Reaps the finished background uploads, or all of them with @wait. dlock held. */
+static void jobs_reap(struct fs_data *d, bool wait, bool apply)
+{
+	for (size_t k = 0; k < d->njobs;) {
+		if (wait || atomic_load(&d->jobs[k]->done))
+			job_reap(d, k, apply);
+		else
+			k++;
+	}
+}
+
+/*
+ * A sequential writer has filled chunk @i (DIRTY, full length): uploads it
+ * in the background while the kernel fills the next ones. With
+ * FS_UPLOAD_AHEAD uploads of this inode in flight, waits for the oldest
+ * (the writer goes no faster than the cluster takes chunks, and memory
+ * stays bounded); with UPLOADS_MAX in the whole mount, leaves the chunk to
+ * the flush. dlock held.
+ */
+static void upload_start(struct fs *fs, struct fs_data *d, uint64_t i)
+{
+	jobs_reap(d, false, true);
+	for (size_t k = 0; k < d->njobs; k++)
+		if (d->jobs[k]->index == i) {
+			job_reap(d, k, true); /* an older upload of this chunk: finish it first */
+			break;
+		}
+	if (d->njobs == FS_UPLOAD_AHEAD)
+		job_reap(d, 0, true);
+	if (d->cstate[i] != FS_CHUNK_DIRTY)
+		return;
+	if (atomic_fetch_add(&uploads_running, 1) >= UPLOADS_MAX) {
+		atomic_fetch_sub(&uploads_running, 1);
+		return;
+	}
+	struct fs_upload_job *j = calloc(1, sizeof *j);
+	if (j) {
+		j->fs = fs;
+		j->fd = d->staging_fd;
+		j->index = i;
+		j->len = KV_FS_CHUNK_SIZE;
+		j->start_ns = fs_mono_ns();
+		atomic_init(&j->done, false);
+		if (pthread_create(&j->th, NULL, job_main, j) == 0) {
+			d->cstate[i] = FS_CHUNK_SENDING;
+			d->jobs[d->njobs++] = j;
+			return;
+		}
+		free(j);
+	}
+	atomic_fetch_sub(&uploads_running, 1);
 }
 
 ssize_t fs_data_write(struct fs *fs, struct fs_inode *ino, const char *buf, size_t len,
@@ -698,6 +953,9 @@ ssize_t fs_data_write(struct fs *fs, struct fs_inode *ino, const char *buf, size
 		if (rc < 0)
 			return rc;
 		d->cstate[s.index] = FS_CHUNK_DIRTY;
+		/* The writer moves past a full chunk: store it now (DESIGN §7 "Writing"). */
+		if (s.offset + s.len == KV_FS_CHUNK_SIZE)
+			upload_start(fs, d, s.index);
 	}
 	if (off + len > d->size)
 		d->size = off + len;
@@ -739,7 +997,6 @@ static void *upload_main(void *arg)
 {
 	struct upload *u = arg;
 	uint8_t *cbuf = malloc(KV_FS_CHUNK_SIZE);
-	struct kv_client_call call = fs_call(u->fs);
 	int rc = cbuf ? 0 : -ENOMEM;
 	for (;;) {
 		pthread_mutex_lock(&u->mu);
@@ -751,25 +1008,12 @@ static void *upload_main(void *arg)
 		if (done)
 			break;
 		struct kv_fs_chunk_ref *ref = &u->man->chunks[i];
+		uint8_t hash[KV_FS_HASH_LEN];
 		rc = pread_full(u->d->staging_fd, cbuf, ref->len, i * KV_FS_CHUNK_SIZE);
-		if (rc < 0 || all_zero(cbuf, ref->len))
-			continue; /* a hole: the placeholder stays */
-		uint8_t hash[KV_FS_HASH_LEN], key[KV_FS_CHUNK_KEY_LEN];
-		kv_fs_hash(cbuf, ref->len, hash);
-		kv_fs_chunk_key(hash, key);
-		for (int t = 0; t < CHUNK_PUT_TRIES; t++) {
-			rc = kv_client_chunk_put(u->fs->client, kv_slice_make(key, sizeof key),
-						 kv_slice_make(cbuf, ref->len), &call);
-			if (rc >= 0)
-				break;
-		}
-		if (rc < 0) {
-			kv_warn("kvfs: chunk upload failed: %s (%s)", kv_strerror(rc),
-				kv_client_errmsg(u->fs->client));
-			continue;
-		}
-		rc = 0;
-		memcpy(ref->hash, hash, KV_FS_HASH_LEN);
+		if (rc == 0)
+			rc = store_chunk(u->fs, cbuf, ref->len, hash);
+		if (rc == 0)
+			memcpy(ref->hash, hash, KV_FS_HASH_LEN); /* zeros: the placeholder hole stays */
 	}
 	free(cbuf);
 	return NULL;
@@ -812,7 +1056,12 @@ static int build_body(struct fs *fs, struct fs_data *d, struct kv_buf *body, uin
 			rc = kv_fs_manifest_append(man, NULL, len); /* a hole */
 			continue;
 		}
-		if (st != FS_CHUNK_DIRTY && in_base && d->base.chunks[i].len == len) {
+		if (st == FS_CHUNK_SENT && len == KV_FS_CHUNK_SIZE) {
+			rc = kv_fs_manifest_append(man, d->sent[i], len); /* stored while written */
+			continue;
+		}
+		if ((st == FS_CHUNK_BASE || st == FS_CHUNK_CLEAN) && in_base &&
+		    d->base.chunks[i].len == len) {
 			rc = kv_fs_manifest_append(man, d->base.chunks[i].hash, len);
 			continue;
 		}
@@ -918,6 +1167,14 @@ int fs_data_flush(struct fs *fs, struct fs_inode *ino)
 	kv_fs_manifest_init(&man, KV_FS_CHUNK_SHIFT);
 	if (!d || (!d->dirty && !d->pending))
 		goto out;
+	/* The flush waits only for the background uploads in flight. */
+	jobs_reap(d, true, true);
+	if (d->sent_since_ns != 0 && fs_mono_ns() - d->sent_since_ns > SENT_MAX_AGE_NS) {
+		for (size_t i = 0; i < d->ncstate; i++)
+			if (d->cstate[i] == FS_CHUNK_SENT)
+				d->cstate[i] = FS_CHUNK_DIRTY; /* too old to trust: store again */
+		d->sent_since_ns = 0;
+	}
 	pthread_mutex_lock(&fs->lock);
 	bool unlinked = ino->unlinked;
 	key = strdup(ino->key);
@@ -971,8 +1228,9 @@ int fs_data_flush(struct fs *fs, struct fs_inode *ino)
 		d->base = man;
 		kv_fs_manifest_init(&man, KV_FS_CHUNK_SHIFT);
 		for (size_t i = 0; i < d->ncstate; i++)
-			if (d->cstate[i] == FS_CHUNK_DIRTY)
+			if (d->cstate[i] == FS_CHUNK_DIRTY || d->cstate[i] == FS_CHUNK_SENT)
 				d->cstate[i] = FS_CHUNK_CLEAN;
+		d->sent_since_ns = 0;
 	} else if (storage == KV_FS_STORE_INLINE) {
 		kv_fs_manifest_release(&d->base);
 		kv_fs_manifest_init(&d->base, KV_FS_CHUNK_SHIFT);
@@ -1115,19 +1373,73 @@ void fs_op_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 	}
 }
 
+/*
+ * When [off, off+size) lies within one stored chunk of the version opened
+ * (the common case of a sequential read), copies its hash to @hash, the
+ * offset within it to *coff and the bytes to reply to *n, and returns true:
+ * the reply can then go straight from the cache slot. dlock held.
+ */
+static bool read_from_chunk(struct fs *fs, struct fs_data *d, size_t size, uint64_t off,
+			    uint8_t hash[KV_FS_HASH_LEN], size_t *coff, size_t *n)
+{
+	if (off >= d->size || size == 0)
+		return false;
+	if (size > d->size - off)
+		size = (size_t)(d->size - off);
+	uint64_t i = off >> KV_FS_CHUNK_SHIFT;
+	uint64_t o = off & (KV_FS_CHUNK_SIZE - 1);
+	if (((off + size - 1) >> KV_FS_CHUNK_SHIFT) != i || cstate_of(d, i) != FS_CHUNK_BASE ||
+	    i >= d->base.n || kv_fs_hash_is_hole(d->base.chunks[i].hash) ||
+	    o + size > d->base.chunks[i].len)
+		return false;
+	memcpy(hash, d->base.chunks[i].hash, KV_FS_HASH_LEN);
+	*coff = (size_t)o;
+	*n = size;
+	read_ahead(fs, d, off, size);
+	return true;
+}
+
 void fs_op_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct fs *fs = fuse_req_userdata(req);
 	struct fs_inode *ino = fs_get(fs, n);
-	char *buf = malloc(size ? size : 1);
+	char *buf = NULL;
 	ssize_t got = -ESTALE;
-	if (ino && buf) {
-		pthread_mutex_lock(&ino->dlock);
-		got = ino->data ? fs_data_read(fs, ino, buf, size, (uint64_t)off) : -EBADF;
-		pthread_mutex_unlock(&ino->dlock);
-	} else if (!buf) {
-		got = -ENOMEM;
+	uint8_t hash[KV_FS_HASH_LEN];
+	size_t coff = 0, clen = 0;
+	bool direct = false;
+	if (!ino)
+		goto reply;
+	pthread_mutex_lock(&ino->dlock);
+	if (!ino->data)
+		got = -EBADF;
+	else
+		direct = read_from_chunk(fs, ino->data, size, (uint64_t)off, hash, &coff, &clen);
+	if (!direct && ino->data) {
+		buf = malloc(size ? size : 1);
+		got = buf ? fs_data_read(fs, ino, buf, size, (uint64_t)off) : -ENOMEM;
 	}
+	pthread_mutex_unlock(&ino->dlock);
+	if (direct) {
+		/*
+		 * No copy between the socket's buffer and the kernel: the reply
+		 * goes from the cache slot, which the reference keeps alive.
+		 */
+		struct fs_cache_slot *s;
+		int rc = chunk_get(fs, hash, &s);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+		} else if (coff + clen <= s->len) {
+			fuse_reply_buf(req, (const char *)s->buf + coff, clen);
+		} else {
+			fuse_reply_err(req, EIO); /* shorter than the manifest says */
+		}
+		if (rc == 0)
+			chunk_put(fs, s);
+		fs_unref(fs, ino);
+		return;
+	}
+reply:
 	if (got < 0)
 		fuse_reply_err(req, (int)-got);
 	else

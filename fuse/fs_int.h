@@ -6,7 +6,8 @@
  *
  * Locks, always taken in this order: fs->ns_lock (namespace changes), then
  * ino->dlock (one inode's data), then fs->lock (tables, attributes, listings;
- * never held across a network call).
+ * never held across a network call). An open directory's lock (fs_dir.c)
+ * comes before fs->lock, never after.
  */
 #ifndef KV_FS_INT_H
 #define KV_FS_INT_H
@@ -30,12 +31,29 @@
 #define FS_INTENT_DIR "/.kvfs/intents"
 #define FS_LEASE_DIR "/.kvfs/leases"
 
+/*
+ * Read-ahead (fs_data.c): threads that fetch chunks ahead of a sequential
+ * reader, and how many chunk hashes may wait for them.
+ */
+#define FS_PREFETCH_THREADS 3
+#define FS_PREFETCH_QUEUE 8
+
 /* Per-chunk state of an inode's data (struct fs_data.cstate). */
 enum {
 	FS_CHUNK_BASE = 0,   /* as the base manifest says (a hash or a hole); not local */
 	FS_CHUNK_DIRTY = 1,  /* the staging file holds newer bytes */
 	FS_CHUNK_CLEAN = 2,  /* the staging file holds the base chunk's bytes */
+	FS_CHUNK_SENDING = 3, /* staging holds newer bytes; a background upload of them runs */
+	FS_CHUNK_SENT = 4,   /* staging holds newer bytes, already stored as chunk sent[i] */
 };
+
+/*
+ * Background uploads one writing inode keeps in flight: a chunk that a
+ * sequential writer has filled is hashed and stored while the kernel fills
+ * the next ones, so the flush waits only for what is in flight (fs_data.c).
+ */
+#define FS_UPLOAD_AHEAD 3
+struct fs_upload_job;
 
 /*
  * The data of an inode while something uses it (open files, setattr).
@@ -49,7 +67,11 @@ struct fs_data {
 	uint64_t size;                /* current size */
 	struct kv_fs_manifest base;   /* chunks of the version opened (inline: one staged chunk) */
 	uint8_t *cstate;              /* FS_CHUNK_* per chunk index */
+	uint8_t (*sent)[KV_FS_HASH_LEN]; /* per chunk index: the hash of a SENT chunk (zeros: a hole) */
 	size_t ncstate;
+	struct fs_upload_job *jobs[FS_UPLOAD_AHEAD]; /* background uploads, oldest first */
+	size_t njobs;
+	uint64_t sent_since_ns;       /* start of the oldest upload behind a SENT chunk; 0: none */
 	int staging_fd;               /* sparse temp file, -1 until needed */
 	bool dirty;                   /* a put is due */
 	bool retry;                   /* the last put failed and nothing changed since */
@@ -78,7 +100,25 @@ struct fs_dir {
 	struct fs_dent *d;   /* sorted by name (bytewise) */
 	size_t n, cap;
 	uint64_t listed_ns;  /* when a full listing was taken */
+	/*
+	 * Lookup read-ahead (doc/fs.md §2): after a few lookups in a row had to
+	 * ask the cluster, one LIST page from the missed name answers the next
+	 * lookups, positive and negative, for attr_timeout.
+	 */
+	char *ra_lo, *ra_hi;       /* names [ra_lo, ra_hi] the last page covered; ra_hi NULL: to the end */
+	size_t ra_lo_len, ra_hi_len;
+	uint64_t ra_ns;            /* when that page was read; 0 = none */
+	uint32_t ra_hits;          /* lookups it answered */
+	uint32_t ra_size;          /* entries to ask for in the next page; 0 = FS_RA_START */
+	uint32_t misses;           /* lookups that asked the cluster, each within attr_timeout of the last */
+	uint64_t miss_ns;          /* when the last of them did */
 };
+
+/* Lookups in a row that ask the cluster before the read-ahead starts. */
+#define FS_RA_MISSES 3
+/* Entries of the first read-ahead page; later pages follow the hits (64..FS_LIST_PAGE). */
+#define FS_RA_START 128
+#define FS_RA_MIN 64
 
 struct fs_inode {
 	fuse_ino_t ino;
@@ -116,6 +156,8 @@ struct fs {
 	size_t nbuckets;
 	fuse_ino_t next_ino;
 	struct fs_inode *root;
+	unsigned list_threads;        /* opendir listings still running (fs->lock) */
+	pthread_cond_t list_cond;     /* with fs->lock: signalled when one ends */
 	double attr_timeout, entry_timeout;
 	uint32_t timeout_ms;
 	uint8_t r, w;
@@ -128,10 +170,12 @@ struct fs {
 	pthread_cond_t cache_cond;
 	struct fs_cache_slot *cache;
 	size_t ncache;
-	pthread_t prefetch_thread;
-	bool prefetch_started, prefetch_stop;
-	uint8_t prefetch_hash[KV_FS_HASH_LEN];
-	bool prefetch_pending;
+	pthread_t prefetch_thread[FS_PREFETCH_THREADS];
+	size_t prefetch_nthreads;
+	bool prefetch_stop;           /* also stops the lease thread */
+	/* chunks to read ahead, a FIFO ring (cache_lock) */
+	uint8_t prefetch_queue[FS_PREFETCH_QUEUE][KV_FS_HASH_LEN];
+	size_t prefetch_head, prefetch_len;
 	pthread_cond_t lease_cond;    /* with cache_lock: wakes the lease thread to stop */
 	pthread_t lease_thread;
 	bool lease_started;
@@ -271,6 +315,15 @@ void fs_res_release(struct fs_res *r);
 int fs_resolve(struct fs *fs, struct fs_inode *dirino, const char *name, const struct kv_dot *dot,
 	       struct fs_res *out);
 int fs_dir_list(struct fs *fs, struct fs_inode *dirino);
+/*
+ * Called by fs_dir_list_pages() after each LIST page, with no lock held:
+ * the page's entries are @d->d[first .. first + n) of the listing being
+ * built (sorted, borrowed for the call; earlier pages before them), @last
+ * when no page follows. A negative result stops the listing with it.
+ */
+typedef int (*fs_page_fn)(void *arg, const struct fs_dir *d, size_t first, size_t n, bool last);
+/* fs_dir_list(), calling @on_page (if not NULL) as each page comes in. */
+int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page, void *arg);
 /* 1 when the directory key has a live entry, 0 when not, or -errno. */
 int fs_dir_has_child(struct fs *fs, const char *key);
 /*
