@@ -166,6 +166,8 @@ void fs_dir_free(struct fs_dir *d)
 		kv_ctx_release(&d->d[i].own_ctx);
 	}
 	free(d->d);
+	free(d->ra_lo);
+	free(d->ra_hi);
 	free(d);
 }
 
@@ -1098,6 +1100,7 @@ int fs_init(struct fs *fs, struct kv_client *client, const char *staging_dir)
 		goto nomem;
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->ns_lock, NULL);
+	pthread_cond_init(&fs->list_cond, NULL);
 	snprintf(fs->staging_dir, sizeof fs->staging_dir, "%s", staging_dir);
 	fs->attr_timeout = 1.0;
 	fs->entry_timeout = 1.0;
@@ -1150,6 +1153,11 @@ void fs_flush_all(struct fs *fs)
 
 void fs_destroy(struct fs *fs)
 {
+	/* A listing an opendir started may outlive its handle (fs_dir.c). */
+	pthread_mutex_lock(&fs->lock);
+	while (fs->list_threads > 0)
+		pthread_cond_wait(&fs->list_cond, &fs->lock);
+	pthread_mutex_unlock(&fs->lock);
 	fs_cache_destroy(fs);
 	for (size_t b = 0; b < fs->nbuckets; b++) {
 		struct fs_inode *i = fs->by_ino[b];
@@ -1170,4 +1178,5 @@ void fs_destroy(struct fs *fs)
 	free(fs->by_name);
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->ns_lock);
+	pthread_cond_destroy(&fs->list_cond);
 }

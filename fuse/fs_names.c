@@ -226,6 +226,11 @@ static int dent_fetch(struct fs *fs, struct fs_inode *dirino, const char *name, 
 /* Takes a full listing of @dirino (LIST pages merged by name cursor). */
 int fs_dir_list(struct fs *fs, struct fs_inode *dirino)
 {
+	return fs_dir_list_pages(fs, dirino, NULL, NULL);
+}
+
+int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page, void *arg)
+{
 	struct kv_client_list_page page = KV_CLIENT_LIST_PAGE_INIT;
 	struct kv_buf cursor = KV_BUF_INIT;
 	struct fs_dir *nd = calloc(1, sizeof *nd);
@@ -260,6 +265,7 @@ int fs_dir_list(struct fs *fs, struct fs_inode *dirino)
 			nd->cap = cap;
 		}
 		uint64_t now = fs_mono_ns();
+		size_t first = nd->n;
 		for (size_t i = 0; i < page.n; i++) {
 			struct kv_client_list_entry *e = &page.entries[i];
 			/* Names must ascend strictly: a reply that breaks it is refused. */
@@ -286,6 +292,12 @@ int fs_dir_list(struct fs *fs, struct fs_inode *dirino)
 			d->child = 0;
 			d->has_own = false;
 			kv_ctx_init(&d->own_ctx);
+		}
+		if (on_page) {
+			/* nd is still private: no lock needed to read it. */
+			rc = on_page(arg, nd, first, nd->n - first, !page.more);
+			if (rc < 0)
+				goto out;
 		}
 		if (!page.more)
 			break;
@@ -324,6 +336,227 @@ out:
 	kv_buf_release(&cursor);
 	kv_client_list_page_release(&page);
 	return rc;
+}
+
+/* ---- lookup read-ahead (doc/fs.md §2) ---- */
+
+static uint64_t attr_timeout_ns(const struct fs *fs)
+{
+	return (uint64_t)(fs->attr_timeout * 1e9);
+}
+
+/*
+ * True when the last read-ahead page of @d, still younger than
+ * attr_timeout, covered @name: a name it did not hold is absent.
+ * fs->lock held.
+ */
+static bool ra_covers(const struct fs *fs, const struct fs_dir *d, const char *name, size_t len)
+{
+	if (!d || d->ra_ns == 0 || !d->ra_lo || fs_mono_ns() - d->ra_ns > attr_timeout_ns(fs))
+		return false;
+	struct kv_slice nm = kv_slice_make(name, len);
+	if (kv_slice_cmp(nm, kv_slice_make(d->ra_lo, d->ra_lo_len)) < 0)
+		return false;
+	return !d->ra_hi || kv_slice_cmp(nm, kv_slice_make(d->ra_hi, d->ra_hi_len)) <= 0;
+}
+
+/*
+ * Counts a lookup of @dirino that has to ask the cluster; true when it is
+ * one of FS_RA_MISSES or more in a row (each within attr_timeout of the
+ * previous, or of a read-ahead page younger than twice that): time to
+ * read ahead. fs->lock held.
+ */
+static bool ra_note_miss(const struct fs *fs, struct fs_inode *dirino)
+{
+	struct fs_dir *d = dir_of(dirino);
+	if (!d)
+		return false;
+	uint64_t now = fs_mono_ns();
+	/* A scan that outlived its last page keeps going: no new warm-up. */
+	if (now - d->miss_ns > attr_timeout_ns(fs) &&
+	    (d->ra_ns == 0 || now - d->ra_ns > 2 * attr_timeout_ns(fs)))
+		d->misses = 0;
+	d->miss_ns = now;
+	if (d->misses < UINT32_MAX)
+		d->misses++;
+	return d->misses >= FS_RA_MISSES;
+}
+
+static int set_name(char **dst, size_t *dst_len, const char *p, size_t n)
+{
+	char *c = malloc(n + 1);
+	if (!c)
+		return -ENOMEM;
+	memcpy(c, p, n);
+	c[n] = '\0';
+	free(*dst);
+	*dst = c;
+	*dst_len = n;
+	return 0;
+}
+
+/*
+ * Merges one read-ahead page (names strictly after @after, ascending) into
+ * @d: each page entry replaces the listing's, and the listing's names in
+ * the covered range that the page does not hold become empty (absent).
+ * Entries this mount changed since they were read (fetched_ns 0) stay as
+ * they are, to be re-read. @hi: the last covered name, NULL: to the end.
+ * Entries move into a new array (O(n + m)). fs->lock held.
+ */
+static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_list_page *page,
+		    const struct kv_slice *hi, uint64_t now)
+{
+	size_t cap = d->n + page->n + 1;
+	struct fs_dent *nd = malloc(cap * sizeof *nd);
+	char **names = calloc(page->n + 1, sizeof *names);
+	if (!nd || !names) {
+		free(nd);
+		free(names);
+		return -ENOMEM;
+	}
+	for (size_t j = 0; j < page->n; j++) {
+		struct kv_buf *nm = &page->entries[j].name;
+		names[j] = malloc(nm->n + 1);
+		if (!names[j]) {
+			for (size_t k = 0; k < j; k++)
+				free(names[k]);
+			free(names);
+			free(nd);
+			return -ENOMEM;
+		}
+		memcpy(names[j], nm->p, nm->n);
+		names[j][nm->n] = '\0';
+	}
+	size_t i = 0, j = 0, n = 0;
+	while (i < d->n || j < page->n) {
+		int c;
+		if (i == d->n)
+			c = 1;
+		else if (j == page->n)
+			c = -1;
+		else
+			c = kv_slice_cmp(kv_slice_make(d->d[i].name, d->d[i].len),
+					 kv_buf_slice(&page->entries[j].name));
+		if (c < 0) {
+			/* Only in the listing: absent now when the page covered it. */
+			struct fs_dent *e = &d->d[i++];
+			struct kv_slice en = kv_slice_make(e->name, e->len);
+			bool covered = kv_slice_cmp(en, after) > 0 && (!hi || kv_slice_cmp(en, *hi) <= 0);
+			if (covered && e->fetched_ns != 0) {
+				bool was_dir = e->child != 0 || set_has_dir(&e->set);
+				kv_dvv_release(&e->set);
+				kv_dvv_init(&e->set);
+				e->fetched_ns = now;
+				e->child = was_dir ? -1 : 0;
+				e->has_own = false;
+				kv_ctx_release(&e->own_ctx);
+			}
+			nd[n++] = *e;
+			continue;
+		}
+		struct kv_client_list_entry *pe = &page->entries[j];
+		if (c == 0) {
+			struct fs_dent *e = &d->d[i++];
+			if (e->fetched_ns != 0) {
+				bool was_dir = e->child != 0 || set_has_dir(&e->set);
+				kv_dvv_swap(&e->set, &pe->set);
+				e->fetched_ns = now;
+				e->child = was_dir ? -1 : 0;
+				e->has_own = false;
+				kv_ctx_release(&e->own_ctx);
+			}
+			free(names[j++]);
+			nd[n++] = *e;
+			continue;
+		}
+		struct fs_dent *e = &nd[n++];
+		e->name = names[j];
+		e->len = pe->name.n;
+		kv_dvv_init(&e->set);
+		kv_dvv_swap(&e->set, &pe->set);
+		e->fetched_ns = now;
+		e->child = 0;
+		e->has_own = false;
+		kv_ctx_init(&e->own_ctx);
+		j++;
+	}
+	free(names);
+	free(d->d);
+	d->d = nd;
+	d->n = n;
+	d->cap = cap;
+	return 0;
+}
+
+/*
+ * Reads one LIST page of @dirino after @name (which the caller just read
+ * with GET) into its listing, and remembers the range it covers so that
+ * the next lookups in it, positive or negative, need no request while it
+ * is younger than attr_timeout (DESIGN §7 "Listing": entries come with
+ * their attributes and contexts). The page size follows how many lookups
+ * the previous page answered. Failures are logged and ignored: the next
+ * lookup asks the cluster as usual. No lock held.
+ */
+static void ra_fetch(struct fs *fs, struct fs_inode *dirino, const char *name, size_t len)
+{
+	struct kv_client_list_page page = KV_CLIENT_LIST_PAGE_INIT;
+	pthread_mutex_lock(&fs->lock);
+	char *key = strdup(dirino->key);
+	uint32_t size = dirino->dir && dirino->dir->ra_size ? dirino->dir->ra_size : FS_RA_START;
+	pthread_mutex_unlock(&fs->lock);
+	if (!key)
+		return;
+	struct kv_client_call call = fs_call(fs);
+	int rc = kv_client_list(fs->client, kv_slice_str(key), kv_slice_make(name, len), size, &call,
+				&page);
+	if (rc < 0) {
+		kv_warn("kvfs: LIST %s (read-ahead): %s", key, kv_client_errmsg(fs->client));
+		goto out;
+	}
+	struct kv_slice after = kv_slice_make(name, len);
+	for (size_t i = 0; i < page.n; i++) {
+		struct kv_slice prev = i ? kv_buf_slice(&page.entries[i - 1].name) : after;
+		if (kv_slice_cmp(prev, kv_buf_slice(&page.entries[i].name)) >= 0) {
+			kv_warn("kvfs: LIST %s (read-ahead): names out of order", key);
+			goto out;
+		}
+	}
+	/*
+	 * With more to come, the page covers the names up to its cursor (the
+	 * merge stops at the smallest last name of the replicas' pages), which
+	 * may lie past its last entry: tombstone-only names are left out.
+	 */
+	struct kv_slice hi = page.more ? kv_buf_slice(&page.next_cursor) : kv_slice_make(NULL, 0);
+	if (page.more && (hi.n == 0 || kv_slice_cmp(hi, after) <= 0 ||
+			  (page.n > 0 && kv_slice_cmp(hi, kv_buf_slice(&page.entries[page.n - 1].name)) < 0))) {
+		kv_warn("kvfs: LIST %s (read-ahead): bad cursor", key);
+		goto out;
+	}
+	pthread_mutex_lock(&fs->lock);
+	struct fs_dir *d = dir_of(dirino);
+	uint64_t now = fs_mono_ns();
+	rc = d ? ra_merge(d, after, &page, page.more ? &hi : NULL, now) : -ENOMEM;
+	if (rc == 0)
+		rc = set_name(&d->ra_lo, &d->ra_lo_len, name, len);
+	if (rc == 0 && page.more) {
+		rc = set_name(&d->ra_hi, &d->ra_hi_len, (const char *)hi.p, hi.n);
+	} else if (rc == 0) {
+		free(d->ra_hi);
+		d->ra_hi = NULL;
+		d->ra_hi_len = 0;
+	}
+	if (d) {
+		/* Twice what the last page answered, within [FS_RA_MIN, FS_LIST_PAGE]. */
+		uint64_t next = d->ra_ns ? 2 * (uint64_t)d->ra_hits : FS_RA_START;
+		d->ra_size = (uint32_t)(next < FS_RA_MIN ? FS_RA_MIN
+					: next > FS_LIST_PAGE ? FS_LIST_PAGE : next);
+		d->ra_hits = 0;
+		d->ra_ns = rc == 0 ? now : 0;
+	}
+	pthread_mutex_unlock(&fs->lock);
+out:
+	free(key);
+	kv_client_list_page_release(&page);
 }
 
 /* ---- resolving names ---- */
@@ -366,11 +599,20 @@ static int resolve_in(struct fs *fs, struct fs_inode *dirino, const char *shown,
 	if (!d && dirino->dir && dirino->dir->listed_ns &&
 	    fs_mono_ns() - dirino->dir->listed_ns <= (uint64_t)(fs->attr_timeout * 1e9))
 		fetch = false; /* a fresh full listing does not have it */
+	if (fetch && !d && ra_covers(fs, dirino->dir, stored, stored_len)) {
+		fetch = false; /* a fresh read-ahead page does not have it */
+		dirino->dir->ra_hits++;
+	} else if (!fetch && d && refresh && ra_covers(fs, dirino->dir, stored, stored_len)) {
+		dirino->dir->ra_hits++;
+	}
+	bool readahead = fetch && refresh && ra_note_miss(fs, dirino);
 	pthread_mutex_unlock(&fs->lock);
 	if (fetch) {
 		rc = dent_fetch(fs, dirino, stored, stored_len);
 		if (rc < 0)
 			return rc;
+		if (readahead)
+			ra_fetch(fs, dirino, stored, stored_len);
 	}
 	pthread_mutex_lock(&fs->lock);
 	d = fs_dir_find(dirino, stored, stored_len);
