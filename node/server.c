@@ -595,12 +595,48 @@ static void read_batch_after(uv_work_t *req, int status)
 	}
 }
 
+/*
+ * First, on the loop: a batched point read that the engine can answer from
+ * memory (memtables, filters, block cache: kv_lsm_get_cached) completes at
+ * once, without the trip to the pool and back (two thread wake-ups per
+ * read, and a replica's read-join-write is on every put's critical path).
+ * The steps those completions run may queue more reads, which get the same
+ * treatment. What needs the disk goes to the pool, in batches. Called only
+ * outside a step (flush_dirty).
+ */
 void kv_srv__reads_flush(struct kv_server *s)
 {
+	struct srv_read *pool = NULL, *pool_tail = NULL;
+	while (s->rbatch != NULL) {
+		struct srv_read *r = s->rbatch;
+		s->rbatch = r->bnext;
+		if (s->rbatch == NULL)
+			s->rbatch_tail = NULL;
+		r->bnext = NULL;
+		int rc = s->stopping || s->in_step
+				 ? -EAGAIN
+				 : kv_lsm_get_cached(s->db, kv_buf_slice(&r->key), &r->value);
+		if (rc == -EAGAIN) {
+			if (pool_tail != NULL)
+				pool_tail->bnext = r;
+			else
+				pool = r;
+			pool_tail = r;
+			continue;
+		}
+		r->status = rc;
+		s->c.reads_inline++;
+		read_after(&r->req, 0); /* steps the core; frees @r */
+	}
+	s->rbatch = pool;
+	s->rbatch_tail = pool_tail;
 	while (s->rbatch != NULL) {
 		struct srv_read *head = s->rbatch, *last = head;
-		for (unsigned k = 1; k < READ_BATCH_MAX && last->bnext != NULL; k++)
+		s->c.reads_pool++;
+		for (unsigned k = 1; k < READ_BATCH_MAX && last->bnext != NULL; k++) {
 			last = last->bnext;
+			s->c.reads_pool++;
+		}
 		s->rbatch = last->bnext;
 		if (s->rbatch == NULL)
 			s->rbatch_tail = NULL;
@@ -900,6 +936,8 @@ void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t reque
 	STAT("peer_failures", s->c.peer_failures);
 	STAT("fast_failovers", s->c.fast_failovers);
 	STAT("idle_closed", s->c.idle_closed);
+	STAT("reads_inline", s->c.reads_inline);
+	STAT("reads_pool", s->c.reads_pool);
 	STAT("frames_sent", s->c.frames_sent);
 	STAT("socket_writes", s->c.socket_writes);
 	STAT("ops_in_flight", kv_node_ops_in_flight(&s->node));

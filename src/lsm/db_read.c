@@ -49,8 +49,8 @@ static void unpin(struct pinned *p)
 	kv_version_unref(p->v);
 }
 
-int kv_lsm_get(struct kv_lsm *db, const struct kv_lsm_snapshot *snap, struct kv_slice key,
-	       struct kv_buf *value)
+static int get(struct kv_lsm *db, const struct kv_lsm_snapshot *snap, struct kv_slice key,
+	       bool cached_only, struct kv_buf *value)
 {
 	struct pinned p;
 	kv_buf_reset(value);
@@ -65,7 +65,7 @@ int kv_lsm_get(struct kv_lsm *db, const struct kv_lsm_snapshot *snap, struct kv_
 	}
 	uint64_t bad = 0;
 	if (r == 0)
-		r = kv_version_get(p.v, key, p.seq, &type, value, &bad);
+		r = kv_version_get(p.v, key, p.seq, cached_only, &type, value, &bad);
 	unpin(&p);
 	if (r == KV_ECORRUPT && bad)
 		kv_db_quarantine(db, bad);
@@ -76,6 +76,20 @@ int kv_lsm_get(struct kv_lsm *db, const struct kv_lsm_snapshot *snap, struct kv_
 		return KV_ENOTFOUND;
 	}
 	return 0;
+}
+
+int kv_lsm_get(struct kv_lsm *db, const struct kv_lsm_snapshot *snap, struct kv_slice key,
+	       struct kv_buf *value)
+{
+	return get(db, snap, key, false, value);
+}
+
+int kv_lsm_get_cached(struct kv_lsm *db, struct kv_slice key, struct kv_buf *value)
+{
+	int r = get(db, NULL, key, true, value);
+	if (r == -EAGAIN)
+		kv_buf_reset(value);
+	return r;
 }
 
 /* ---- Snapshots ------------------------------------------------------------ */

@@ -164,6 +164,17 @@ void kv_lsm_snapshot_release(struct kv_lsm *db, const struct kv_lsm_snapshot *sn
 int kv_lsm_get(struct kv_lsm *db, const struct kv_lsm_snapshot *snap, struct kv_slice key,
 	       struct kv_buf *value);
 
+/*
+ * kv_lsm_get() as of now, but without any file I/O, for an event loop that
+ * must not block: the memtables, the tables' in-memory indexes and bloom
+ * filters, and the block cache only. Returns what kv_lsm_get() would
+ * (0 or KV_ENOTFOUND, same value), or -EAGAIN when a data block it needs
+ * is not cached (@value empty; ask kv_lsm_get() on a thread that may block,
+ * which also brings the block into the cache). It may briefly wait for the
+ * engine's internal lock, never for the disk (RocksDB's kBlockCacheTier).
+ */
+int kv_lsm_get_cached(struct kv_lsm *db, struct kv_slice key, struct kv_buf *value);
+
 struct kv_lsm_iter_options {
 	const struct kv_lsm_snapshot *snapshot; /* NULL: a snapshot taken now */
 	struct kv_slice lower;  /* first key included; empty: from the start */

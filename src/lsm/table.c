@@ -642,7 +642,12 @@ static void block_deleter(void *value)
 	kv_block_free(value);
 }
 
-static int fetch_block(struct kv_table *t, size_t i, bool fill_cache, struct block_ref *ref)
+/*
+ * Data block @i, from the cache or read (and cached with @fill_cache).
+ * With @cached_only, a block the cache does not hold is -EAGAIN, not read.
+ */
+static int fetch_block_from(struct kv_table *t, size_t i, bool fill_cache, bool cached_only,
+			    struct block_ref *ref)
 {
 	const struct index_entry *e = &t->index[i];
 	ref->block = NULL;
@@ -654,6 +659,8 @@ static int fetch_block(struct kv_table *t, size_t i, bool fill_cache, struct blo
 			return 0;
 		}
 	}
+	if (cached_only)
+		return -EAGAIN;
 	struct kv_block *b;
 	int r = kv_block_read(t->file, e->offset, e->size, &b);
 	if (r) {
@@ -674,6 +681,11 @@ static int fetch_block(struct kv_table *t, size_t i, bool fill_cache, struct blo
 	}
 	ref->block = b; /* not cached: ours */
 	return 0;
+}
+
+static int fetch_block(struct kv_table *t, size_t i, bool fill_cache, struct block_ref *ref)
+{
+	return fetch_block_from(t, i, fill_cache, false, ref);
 }
 
 static void drop_block(struct kv_table *t, struct block_ref *ref)
@@ -697,8 +709,23 @@ int kv_table_get(struct kv_table *t, struct kv_slice ukey, uint64_t snapshot_seq
 	return kv_table_get_hashed(t, ukey, kv_bloom_hash(ukey), snapshot_seq, type, value);
 }
 
+static int table_get(struct kv_table *t, struct kv_slice ukey, uint64_t hash, uint64_t snapshot_seq,
+		     bool cached_only, enum kv_entry_type *type, struct kv_buf *value);
+
 int kv_table_get_hashed(struct kv_table *t, struct kv_slice ukey, uint64_t hash,
 			uint64_t snapshot_seq, enum kv_entry_type *type, struct kv_buf *value)
+{
+	return table_get(t, ukey, hash, snapshot_seq, false, type, value);
+}
+
+int kv_table_get_cached(struct kv_table *t, struct kv_slice ukey, uint64_t snapshot_seq,
+			enum kv_entry_type *type, struct kv_buf *value)
+{
+	return table_get(t, ukey, kv_bloom_hash(ukey), snapshot_seq, true, type, value);
+}
+
+static int table_get(struct kv_table *t, struct kv_slice ukey, uint64_t hash, uint64_t snapshot_seq,
+		     bool cached_only, enum kv_entry_type *type, struct kv_buf *value)
 {
 	if (t->filter_block) {
 		if (t->stats)
@@ -734,7 +761,7 @@ int kv_table_get_hashed(struct kv_table *t, struct kv_slice ukey, uint64_t hash,
 	size_t i = index_search(t, tkey);
 	if (i == t->nblocks)
 		goto out;
-	r = fetch_block(t, i, true, &ref);
+	r = fetch_block_from(t, i, true, cached_only, &ref);
 	if (r)
 		goto out;
 	c.block = ref.block;

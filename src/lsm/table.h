@@ -142,6 +142,15 @@ int kv_table_get(struct kv_table *t, struct kv_slice ukey, uint64_t snapshot_seq
 		 enum kv_entry_type *type, struct kv_buf *value);
 
 /*
+ * kv_table_get(), but never reads the file: when the data block that may
+ * hold @ukey is not in the block cache, returns -EAGAIN (and changes
+ * nothing). The index and the filter are in memory, so a key the filter
+ * rules out is answered 0. For callers that must not block on I/O.
+ */
+int kv_table_get_cached(struct kv_table *t, struct kv_slice ukey, uint64_t snapshot_seq,
+			enum kv_entry_type *type, struct kv_buf *value);
+
+/*
  * The same with the key's filter hash computed once by the caller, for a
  * lookup that visits many tables: @hash must be kv_table_key_hash(@ukey).
  */

@@ -105,10 +105,11 @@ uint64_t kv_version_level_bytes(const struct kv_version *v, int level);
  * Looks @ukey up as of @seq in the tables of @v, newest data first.
  * Returns 1 (found: *type says put or delete; a put's value is in @value),
  * 0 (no table has it), or an error; on KV_ECORRUPT *bad_file names the
- * table that failed.
+ * table that failed. With @cached_only no file is read: a data block the
+ * block cache does not hold makes it -EAGAIN.
  */
-int kv_version_get(struct kv_version *v, struct kv_slice ukey, uint64_t seq, enum kv_entry_type *type,
-		   struct kv_buf *value, uint64_t *bad_file);
+int kv_version_get(struct kv_version *v, struct kv_slice ukey, uint64_t seq, bool cached_only,
+		   enum kv_entry_type *type, struct kv_buf *value, uint64_t *bad_file);
 
 /*
  * Appends to @out (room for nfiles[0] + KV_LSM_LEVELS entries) iterators

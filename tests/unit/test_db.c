@@ -103,6 +103,67 @@ static void test_db__put_get_delete(void **state)
 	expect(f->db, "", "");
 }
 
+/*
+ * kv_lsm_get_cached never reads a file: what needs an uncached block is
+ * -EAGAIN; everything it does answer is what kv_lsm_get answers.
+ */
+static void test_db__cached_get_answers_from_memory_or_says_eagain(void **state)
+{
+	struct fixture *f = *state;
+	db_open(f);
+	char k[16], v[32];
+	for (int i = 0; i < 200; i++) {
+		snprintf(k, sizeof k, "k%04d", i);
+		snprintf(v, sizeof v, "value-%d", i);
+		put(f->db, k, v);
+	}
+	assert_int_equal(kv_lsm_delete(f->db, S("k0007")), 0);
+	assert_int_equal(kv_lsm_flush(f->db), 0);
+	db_reopen(f); /* an empty block cache */
+	put(f->db, "mem", "m");
+	struct kv_buf b = KV_BUF_INIT;
+	/* In the memtable: answered. */
+	assert_int_equal(kv_lsm_get_cached(f->db, S("mem"), &b), 0);
+	assert_int_equal(b.n, 1);
+	/* In a table whose block is not cached: -EAGAIN, value empty. */
+	assert_int_equal(kv_lsm_get_cached(f->db, S("k0100"), &b), -EAGAIN);
+	assert_int_equal(b.n, 0);
+	/* A blocking read brings the block in; then it is answered. */
+	expect(f->db, "k0100", "value-100");
+	assert_int_equal(kv_lsm_get_cached(f->db, S("k0100"), &b), 0);
+	assert_int_equal(b.n, strlen("value-100"));
+	assert_memory_equal(b.p, "value-100", b.n);
+	/* Every answer it gives equals kv_lsm_get's. */
+	int answered = 0;
+	for (int i = 0; i < 200; i++) {
+		snprintf(k, sizeof k, "k%04d", i);
+		int r = kv_lsm_get_cached(f->db, S(k), &b);
+		if (r == -EAGAIN) {
+			assert_int_equal(b.n, 0);
+			continue;
+		}
+		answered++;
+		snprintf(v, sizeof v, "value-%d", i);
+		expect(f->db, k, i == 7 ? NULL : v);
+		if (i == 7) {
+			assert_int_equal(r, KV_ENOTFOUND);
+		} else {
+			assert_int_equal(r, 0);
+			assert_int_equal(b.n, strlen(v));
+			assert_memory_equal(b.p, v, b.n);
+		}
+	}
+	assert_true(answered > 0);
+	/* After a full pass of blocking reads, every key is answered. */
+	for (int i = 0; i < 200; i++) {
+		snprintf(k, sizeof k, "k%04d", i);
+		snprintf(v, sizeof v, "value-%d", i);
+		expect(f->db, k, i == 7 ? NULL : v);
+		assert_int_not_equal(kv_lsm_get_cached(f->db, S(k), &b), -EAGAIN);
+	}
+	kv_buf_release(&b);
+}
+
 static void test_db__survives_reopen_from_wal_and_tables(void **state)
 {
 	struct fixture *f = *state;
@@ -517,6 +578,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_db__put_get_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_db__cached_get_answers_from_memory_or_says_eagain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__survives_reopen_from_wal_and_tables, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__oversize_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__batch_is_atomic_across_reopen, setup, teardown),
