@@ -95,19 +95,8 @@ static int cmp_size(const void *a, const void *b)
 /* Index of the entry @name (@len bytes) among @d->d[0 .. @n), or -1. */
 static ssize_t find_before(const struct fs_dir *d, size_t n, const char *name, size_t len)
 {
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		int c = kv_slice_cmp(kv_slice_make(d->d[mid].name, d->d[mid].len),
-				     kv_slice_make(name, len));
-		if (c == 0)
-			return (ssize_t)mid;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
+	ssize_t i = fs_dir_search(d, n, name, len);
+	return i >= 0 ? i : -1;
 }
 
 /*

@@ -304,6 +304,12 @@ void fs_name_unlink(struct fs *fs, struct fs_inode *ino);
 void fs_name_link(struct fs *fs, struct fs_inode *ino);
 void fs_unref_locked(struct fs *fs, struct fs_inode *ino, uint64_t count);
 struct fs_dent *fs_dir_find(struct fs_inode *dirino, const char *name, size_t len);
+
+/*
+ * Binary search of @name (@len bytes) among @d->d[0 .. @n) (sorted by
+ * name): its index, or the insertion point negated minus one.
+ */
+ssize_t fs_dir_search(const struct fs_dir *d, size_t n, const char *name, size_t len);
 struct fs_dent *fs_dent_stale(struct fs_inode *dirino, const char *name);
 void fs_dir_default_meta(const struct fs *fs, struct kv_fs_meta *m);
 struct fs_inode *fs_bind_inode(struct fs *fs, struct fs_inode *dirino, const char *name,

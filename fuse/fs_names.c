@@ -23,10 +23,9 @@ static struct fs_dir *dir_of(struct fs_inode *d)
 	return d->dir;
 }
 
-/* Index of @name, or the insertion point negated minus one. */
-static ssize_t dir_search(const struct fs_dir *d, const char *name, size_t len)
+ssize_t fs_dir_search(const struct fs_dir *d, size_t n, const char *name, size_t len)
 {
-	size_t lo = 0, hi = d->n;
+	size_t lo = 0, hi = n;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		int c = kv_slice_cmp(kv_slice_make(d->d[mid].name, d->d[mid].len),
@@ -45,7 +44,7 @@ struct fs_dent *fs_dir_find(struct fs_inode *dirino, const char *name, size_t le
 {
 	if (!dirino->dir)
 		return NULL;
-	ssize_t i = dir_search(dirino->dir, name, len);
+	ssize_t i = fs_dir_search(dirino->dir, dirino->dir->n, name, len);
 	return i >= 0 ? &dirino->dir->d[i] : NULL;
 }
 
@@ -65,7 +64,7 @@ static bool set_has_dir(const struct kv_dvv *set)
 static int dir_store_in(struct fs_dir *d, const char *name, size_t len, struct kv_dvv *set,
 			uint64_t now)
 {
-	ssize_t i = dir_search(d, name, len);
+	ssize_t i = fs_dir_search(d, d->n, name, len);
 	if (i >= 0) {
 		/*
 		 * Only a name this mount knew as a directory is checked for live
@@ -317,10 +316,11 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 	 */
 	for (size_t i = 0; old && i < old->n; i++) {
 		struct fs_dent *od = &old->d[i];
-		if ((od->child != 0 || set_has_dir(&od->set)) && dir_search(nd, od->name, od->len) < 0) {
+		if ((od->child != 0 || set_has_dir(&od->set)) &&
+		    fs_dir_search(nd, nd->n, od->name, od->len) < 0) {
 			struct kv_dvv empty = KV_DVV_INIT;
 			if (dir_store_in(nd, od->name, od->len, &empty, 0) == 0) {
-				ssize_t j = dir_search(nd, od->name, od->len);
+				ssize_t j = fs_dir_search(nd, nd->n, od->name, od->len);
 				if (j >= 0)
 					nd->d[j].child = -1;
 			}
