@@ -988,15 +988,17 @@ int kv_client_chunk_get(struct kv_client *c, struct kv_slice key, const struct k
 		rc = KV_ECORRUPT;
 		goto out;
 	}
-	if (data.n > 0 && frame.storage != NULL && data.p >= frame.storage) {
+	const uint8_t *body = frame.body.p;
+	uint8_t *p = NULL;
+	if (data.n > 0 && body != NULL && data.p >= body &&
+	    data.p + data.n <= body + frame.body.n && (p = kv_frame_detach(&frame)) != NULL) {
 		/*
-		 * No second 4 MiB buffer: the frame's storage becomes @out, the
+		 * No second 4 MiB buffer: the frame's block becomes @out, the
 		 * chunk moved to its start (cheaper than fresh pages and a copy).
+		 * The body lies within the block (frame.h), so it starts at or
+		 * after @p.
 		 */
-		uint8_t *p = frame.storage;
 		memmove(p, data.p, data.n);
-		frame.storage = NULL;
-		frame.body = kv_slice_make(NULL, 0);
 		kv_buf_release(out);
 		out->p = p;
 		out->n = data.n;

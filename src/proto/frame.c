@@ -28,6 +28,13 @@ void kv_frame_release(struct kv_frame *f)
 	memset(f, 0, sizeof *f);
 }
 
+uint8_t *kv_frame_detach(struct kv_frame *f)
+{
+	uint8_t *p = f->storage;
+	memset(f, 0, sizeof *f);
+	return p;
+}
+
 static int check_encode_args(uint8_t version, uint8_t flags)
 {
 	if (version < KV_PROTO_VERSION_MIN || version > KV_PROTO_VERSION_MAX)

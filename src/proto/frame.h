@@ -68,6 +68,14 @@ struct kv_frame {
 void kv_frame_release(struct kv_frame *f);
 
 /*
+ * Hands the frame's buffer over to the caller, who frees it with free():
+ * the malloc'd block that holds @f->body (so a large body is kept without
+ * a copy; slices decoded from the body stay valid while the block lives),
+ * or NULL when @f owns none. @f is left empty.
+ */
+uint8_t *kv_frame_detach(struct kv_frame *f);
+
+/*
  * Appends one complete frame (header, @body, trailer) to @out.
  * Returns 0, KV_EINVAL (unknown required flag bit, or version outside
  * [KV_PROTO_VERSION_MIN, KV_PROTO_VERSION_MAX]), KV_ETOOBIG (body above

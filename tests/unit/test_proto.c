@@ -324,7 +324,17 @@ static void test_proto__frame_round_trips(void **state)
 	assert_true(f.request_id == 0x0102030405060708ull);
 	assert_true(kv_slice_eq(f.body, kv_slice_str(body)));
 	assert_int_equal(kv_frame_decoder_take(&d, &f), KV_EINVAL);
-	kv_frame_release(&f);
+	/* The body's block can be kept without a copy; the frame is then empty. */
+	const uint8_t *bp = f.body.p;
+	uint8_t *block = kv_frame_detach(&f);
+	assert_non_null(block);
+	assert_true(bp >= block);
+	assert_memory_equal(bp, body, strlen(body));
+	assert_null(f.body.p);
+	assert_int_equal(f.body.n, 0);
+	assert_null(kv_frame_detach(&f));
+	kv_frame_release(&f); /* still safe */
+	free(block);
 
 	/* An empty body is still a frame with a trailer. */
 	kv_buf_reset(&out);
