@@ -147,6 +147,27 @@ static void cluster_wait_connected(struct cluster *cl)
 		kv_client_free(c[i]);
 }
 
+/* A temporary directory and a free loopback port for each node; none started. */
+static void cluster_prepare(struct cluster *cl)
+{
+	memset(cl, 0, sizeof *cl);
+	snprintf(cl->dir, sizeof cl->dir, "/tmp/kvfs-test-chunk-XXXXXX"); /* mkdtemp's template */
+	assert_non_null(mkdtemp(cl->dir));
+	for (int i = 0; i < NNODES; i++) {
+		cl->ports[i] = free_port();
+		snprintf(cl->nodes[i], sizeof cl->nodes[i], "127.0.0.1:%u", cl->ports[i]);
+	}
+}
+
+/* Starts every node and waits until each reaches every other. */
+static void cluster_start(struct cluster *cl)
+{
+	for (int i = 0; i < NNODES; i++)
+		node_start(cl, i);
+	cluster_wait_connected(cl);
+}
+
+
 static void make_chunk(uint8_t *data, size_t n, unsigned seed, uint8_t key[KV_FS_CHUNK_KEY_LEN],
 		       uint8_t hash[KV_FS_HASH_LEN])
 {
@@ -182,16 +203,8 @@ static void test_server_chunk__put_get_through_each_node_then_gc(void **state)
 {
 	(void)state;
 	struct cluster cl;
-	memset(&cl, 0, sizeof cl);
-	snprintf(cl.dir, sizeof cl.dir, "/tmp/kvfs-test-chunk-XXXXXX");
-	assert_non_null(mkdtemp(cl.dir));
-	for (int i = 0; i < NNODES; i++) {
-		cl.ports[i] = free_port();
-		snprintf(cl.nodes[i], sizeof cl.nodes[i], "127.0.0.1:%u", cl.ports[i]);
-	}
-	for (int i = 0; i < NNODES; i++)
-		node_start(&cl, i);
-	cluster_wait_connected(&cl);
+	cluster_prepare(&cl);
+	cluster_start(&cl);
 	struct kv_client *c[NNODES];
 	for (int i = 0; i < NNODES; i++)
 		c[i] = client_of(&cl, i);
@@ -321,16 +334,8 @@ static void test_server_chunk__bodies_are_files_and_orphans_are_adopted(void **s
 {
 	(void)state;
 	struct cluster cl;
-	memset(&cl, 0, sizeof cl);
-	snprintf(cl.dir, sizeof cl.dir, "/tmp/kvfs-test-chunk-XXXXXX");
-	assert_non_null(mkdtemp(cl.dir));
-	for (int i = 0; i < NNODES; i++) {
-		cl.ports[i] = free_port();
-		snprintf(cl.nodes[i], sizeof cl.nodes[i], "127.0.0.1:%u", cl.ports[i]);
-	}
-	for (int i = 0; i < NNODES; i++)
-		node_start(&cl, i);
-	cluster_wait_connected(&cl);
+	cluster_prepare(&cl);
+	cluster_start(&cl);
 	struct kv_client *c = client_of(&cl, 0);
 	/* Puts at W = N: answered once every replica holds the body and its
 	 * record, so no replica is still writing when the test looks at the
@@ -442,13 +447,7 @@ static void test_server_chunk__bodies_in_the_engine_still_work(void **state)
 {
 	(void)state;
 	struct cluster cl;
-	memset(&cl, 0, sizeof cl);
-	snprintf(cl.dir, sizeof cl.dir, "/tmp/kvfs-test-chunk-XXXXXX");
-	assert_non_null(mkdtemp(cl.dir));
-	for (int i = 0; i < NNODES; i++) {
-		cl.ports[i] = free_port();
-		snprintf(cl.nodes[i], sizeof cl.nodes[i], "127.0.0.1:%u", cl.ports[i]);
-	}
+	cluster_prepare(&cl);
 	size_t n = 2000;
 	uint8_t *data = malloc(n);
 	assert_non_null(data);
