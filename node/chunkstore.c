@@ -255,7 +255,10 @@ int kv_chunkstore_put(struct kv_chunkstore *cs, const uint8_t hash[KV_CHUNKSTORE
 	int k = snprintf(tmp, sizeof tmp, "%s.%llu%s", dst, (unsigned long long)seq, TMP_SUFFIX);
 	if (k < 0 || (size_t)k >= sizeof tmp)
 		return -ENAMETOOLONG;
-	rc = kv_vfs_open(cs->vfs, tmp, KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_EXCL | KV_VFS_TRUNC, &f);
+	/* Written once, read rarely and then whole: not worth the page cache
+	 * (filling fresh cache pages cost more CPU than the rest of a put). */
+	rc = kv_vfs_open(cs->vfs, tmp,
+			 KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_EXCL | KV_VFS_TRUNC | KV_VFS_DIRECT, &f);
 	if (rc != 0)
 		goto out;
 	tmp_made = true;

@@ -35,6 +35,13 @@ enum {
 	KV_VFS_CREATE = 1 << 1,
 	KV_VFS_EXCL = 1 << 2,  /* with CREATE: fail with -EEXIST if it exists */
 	KV_VFS_TRUNC = 1 << 3,
+	/*
+	 * Bulk data written once (chunk bodies): bypass the page cache where
+	 * the file system allows it (O_DIRECT). Nothing else changes: pwrite
+	 * takes any buffer, length and offset (what is not aligned goes
+	 * through the page cache), and sync is still what makes it durable.
+	 */
+	KV_VFS_DIRECT = 1 << 4,
 };
 
 struct kv_file_ops {

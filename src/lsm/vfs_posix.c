@@ -8,6 +8,7 @@
 #include "lsm/vfs.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 struct posix_file {
 	struct kv_file base;
 	int fd;
+	bool direct;    /* opened with O_DIRECT (KV_VFS_DIRECT), not yet cleared */
 	bool end_known; /* append's cached end of file (one writer a handle) */
 	uint64_t end;
 	_Atomic(const uint8_t *) map; /* read-only mapping, made on first use */
@@ -60,11 +62,103 @@ static int write_all(int fd, const void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
+/*
+ * O_DIRECT wants the buffer, length and offset aligned to the device's
+ * logical block; 4096 covers every block size Linux file systems use.
+ * Unaligned data is copied through a per-thread bounce buffer, reused so
+ * that its pages stay resident: fresh pages are what direct I/O avoids.
+ */
+#define DIO_ALIGN 4096u
+#define BOUNCE_BYTES (1u << 20)
+
+static pthread_key_t bounce_key;
+static pthread_once_t bounce_once = PTHREAD_ONCE_INIT;
+
+static void bounce_key_make(void)
+{
+	(void)pthread_key_create(&bounce_key, free);
+}
+
+static uint8_t *bounce_buffer(void)
+{
+	if (pthread_once(&bounce_once, bounce_key_make) != 0)
+		return NULL;
+	uint8_t *b = pthread_getspecific(bounce_key);
+	if (!b) {
+		void *p = NULL;
+		if (posix_memalign(&p, DIO_ALIGN, BOUNCE_BYTES) != 0)
+			return NULL;
+		if (pthread_setspecific(bounce_key, p) != 0) {
+			free(p);
+			return NULL;
+		}
+		b = p;
+	}
+	return b;
+}
+
+/* Goes back to the page cache for the rest of the handle's life. */
+static void drop_direct(struct posix_file *pf)
+{
+	int fl = fcntl(pf->fd, F_GETFL);
+	if (fl >= 0)
+		(void)fcntl(pf->fd, F_SETFL, fl & ~O_DIRECT);
+	pf->direct = false;
+}
+
+/*
+ * Writes the whole-block prefix of @n bytes at an aligned @off with
+ * O_DIRECT; *done gets how many bytes it wrote. Any failure of the direct
+ * write itself (a file system that takes O_DIRECT at open but not for this
+ * write) is no error: the caller writes the rest through the page cache.
+ */
+static int direct_prefix(struct posix_file *pf, const uint8_t *p, size_t n, uint64_t off,
+			 size_t *done)
+{
+	*done = 0;
+	size_t whole = n & ~(size_t)(DIO_ALIGN - 1);
+	bool aligned = ((uintptr_t)p & (DIO_ALIGN - 1)) == 0;
+	uint8_t *bounce = aligned ? NULL : bounce_buffer();
+	if (!aligned && !bounce)
+		return 0;
+	while (*done < whole) {
+		size_t len = whole - *done;
+		const uint8_t *src = p + *done;
+		if (!aligned) {
+			if (len > BOUNCE_BYTES)
+				len = BOUNCE_BYTES;
+			memcpy(bounce, src, len);
+			src = bounce;
+		}
+		ssize_t r = pwrite(pf->fd, src, len, (off_t)(off + *done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && errno != EINVAL)
+			return -errno;
+		if (r <= 0 || ((size_t)r & (DIO_ALIGN - 1)) != 0) {
+			/* Refused, or a partial block: the page cache does the rest. */
+			if (r > 0)
+				*done += (size_t)r;
+			return 0;
+		}
+		*done += (size_t)r;
+	}
+	return 0;
+}
+
 static int posix_pwrite(struct kv_file *f, const void *buf, size_t n, uint64_t off)
 {
 	/* A write past the cached end moves the end append writes at. */
 	struct posix_file *pf = (struct posix_file *)f;
-	int r = write_all(pf->fd, buf, n, off);
+	size_t done = 0;
+	int r = 0;
+	if (pf->direct && (off & (DIO_ALIGN - 1)) == 0)
+		r = direct_prefix(pf, buf, n, off, &done);
+	if (r == 0 && done < n) {
+		if (pf->direct)
+			drop_direct(pf);
+		r = write_all(pf->fd, (const uint8_t *)buf + done, n - done, off + done);
+	}
 	if (r)
 		pf->end_known = false; /* a partial write may have moved the end */
 	else if (pf->end_known && n > 0 && off + n > pf->end)
@@ -76,6 +170,8 @@ static int posix_append(struct kv_file *f, const void *buf, size_t n)
 {
 	/* No O_APPEND: the end is read once, then tracked, saving a syscall. */
 	struct posix_file *pf = (struct posix_file *)f;
+	if (pf->direct)
+		drop_direct(pf);
 	if (!pf->end_known) {
 		struct stat st;
 		if (fstat(pf->fd, &st) < 0)
@@ -179,6 +275,7 @@ static int wrap_fd(int fd, struct kv_file **out)
 	}
 	pf->base.ops = &posix_file_ops;
 	pf->fd = fd;
+	pf->direct = false;
 	pf->end_known = false;
 	pf->end = 0;
 	atomic_init(&pf->map, NULL);
@@ -199,12 +296,23 @@ static int posix_open(struct kv_vfs *vfs, const char *path, int flags, struct kv
 	if (flags & KV_VFS_TRUNC)
 		oflags |= O_TRUNC;
 	int fd;
+	bool direct = (flags & KV_VFS_DIRECT) != 0;
 	do
-		fd = open(path, oflags, 0644);
+		fd = open(path, oflags | (direct ? O_DIRECT : 0), 0644);
 	while (fd < 0 && errno == EINTR);
+	if (fd < 0 && direct && errno == EINVAL) {
+		/* No O_DIRECT here (tmpfs): the page cache it is. */
+		direct = false;
+		do
+			fd = open(path, oflags, 0644);
+		while (fd < 0 && errno == EINTR);
+	}
 	if (fd < 0)
 		return -errno;
-	return wrap_fd(fd, out);
+	int r = wrap_fd(fd, out);
+	if (r == 0)
+		((struct posix_file *)*out)->direct = direct;
+	return r;
 }
 
 static int posix_rename(struct kv_vfs *vfs, const char *from, const char *to)
