@@ -200,8 +200,19 @@ void kv_srv__peer_input(struct kv_server *s, uint32_t from, uint64_t request_id,
 void kv_srv__synth_error(struct kv_server *s, uint32_t from, uint64_t request_id);
 void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t request_id);
 void kv_srv__maybe_finish(struct kv_server *s);
+/* Feeds @in to the core and carries out its effects. */
+void kv_srv__step(struct kv_server *s, const struct kv_input *in);
+
+/* server_storage.c */
 /* Sends the point reads batched in this loop round to the pool. */
 void kv_srv__reads_flush(struct kv_server *s);
+/* A point read (@range false) or a range [@key, @end) for operation @op;
+ * takes the buffers' contents. */
+void kv_srv__queue_read(struct kv_server *s, uint64_t op, struct kv_buf *key, struct kv_buf *end,
+			uint32_t max, uint32_t max_bytes, bool range);
+void kv_srv__queue_write(struct kv_server *s, struct kv_node_storage_out *st);
+/* s->done_async: completes the writes the engine finished. */
+void kv_srv__done_async_cb(uv_async_t *h);
 
 /* server_net.c */
 int kv_srv__net_start(struct kv_server *s, char *err, size_t errlen);
