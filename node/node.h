@@ -2,7 +2,7 @@
  * node.h - the node's sans-I/O core (DESIGN §8): kv_node_step().
  *
  * The node is a single-threaded state machine. The driver (libuv in kvfsd,
- * the simulator in tests/sim, a tiny harness in tests/unit/test_node.c) feeds
+ * the simulator in tests/sim, a tiny harness in tests/unit/node_fx.c) feeds
  * it one input at a time — a client request, a peer message, a timer firing,
  * a storage completion — and carries out the effects it asks for: messages to
  * peers, replies to clients, timers to set or cancel, storage reads and
