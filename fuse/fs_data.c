@@ -1,9 +1,10 @@
 /*
  * fs_data.c - the mount's data path (DESIGN §7 "Objects", "Writing"):
  * close-to-open on the inode, a sparse staging file per open inode so that
- * memory does not grow with file size, 4 MiB content-addressed chunks
- * fetched lazily and verified, a small chunk cache with read-ahead, inline
- * bodies for small files, and puts retried by request id.
+ * memory does not grow with file size (a sequential writer's chunks go
+ * through a reused buffer instead, never staging), 4 MiB content-addressed
+ * chunks fetched lazily and verified, a small chunk cache with read-ahead,
+ * inline bodies for small files, and puts retried by request id.
  * Design note: doc/fs.md; stored forms: doc/fs-format.md.
  */
 #include <errno.h>
@@ -51,7 +52,7 @@ struct fs_cache_slot {
  * Background uploads of all writing inodes together: each holds a chunk
  * buffer (and the client's frame of it), so this bounds their memory.
  */
-#define UPLOADS_MAX 6
+#define UPLOADS_MAX 8
 /*
  * A chunk stored in the background relies on its age, refreshed by the
  * put-if-absent, until a manifest names it (DESIGN §7 "Reclaiming chunks":
@@ -60,18 +61,66 @@ struct fs_cache_slot {
  */
 #define SENT_MAX_AGE_NS (600ull * 1000000000ull)
 
+/*
+ * Inodes whose sequential writer's chunk is kept in memory (FS_CHUNK_MEM):
+ * each holds one chunk buffer; beyond this, writes go to staging files.
+ */
+#define WBUFS_MAX 4
+/* Free chunk buffers kept for reuse (see cbuf_get). */
+#define CBUF_KEEP 8
+
 static uint64_t cache_tick;
 static atomic_int uploads_running;
+static atomic_int wbufs_active;
 
 /*
- * One background upload: reads chunk @index (@len bytes) from the staging
- * file @fd, hashes and stores it. Written by its thread until @done; read
- * by the owner (under the inode's dlock) after pthread_join.
+ * Chunk-sized buffers (write buffers, uploads, flush threads) are reused
+ * from a small free list rather than left to malloc: a fresh 4 MiB buffer
+ * costs a thousand page faults on zeroed pages, more than the copy into it
+ * (doc/fs.md §4 "Memory").
+ */
+static pthread_mutex_t cbuf_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *cbuf_free[CBUF_KEEP];
+static size_t cbuf_nfree;
+
+/* A KV_FS_CHUNK_SIZE buffer (contents undefined), or NULL. Free it with cbuf_put(). */
+static uint8_t *cbuf_get(void)
+{
+	uint8_t *b = NULL;
+	pthread_mutex_lock(&cbuf_lock);
+	if (cbuf_nfree > 0)
+		b = cbuf_free[--cbuf_nfree];
+	pthread_mutex_unlock(&cbuf_lock);
+	return b ? b : malloc(KV_FS_CHUNK_SIZE);
+}
+
+/* Gives back a buffer from cbuf_get() (NULL is ignored). */
+static void cbuf_put(uint8_t *b)
+{
+	if (!b)
+		return;
+	pthread_mutex_lock(&cbuf_lock);
+	if (cbuf_nfree < CBUF_KEEP) {
+		cbuf_free[cbuf_nfree++] = b;
+		b = NULL;
+	}
+	pthread_mutex_unlock(&cbuf_lock);
+	free(b);
+}
+
+/*
+ * One background upload: hashes and stores chunk @index (@len bytes), read
+ * from @buf when it has one (a chunk kept in memory, FS_CHUNK_MSENDING:
+ * the job owns the buffer, which stays unchanged, so that the owner may
+ * read it under dlock while the thread runs) or else from the staging file
+ * @fd. Written by its thread until @done; read by the owner (under the
+ * inode's dlock) after pthread_join.
  */
 struct fs_upload_job {
 	pthread_t th;
 	struct fs *fs;
 	int fd;
+	uint8_t *buf;                 /* NULL: read from @fd */
 	uint64_t index;
 	uint32_t len;
 	uint64_t start_ns;            /* fs_mono_ns() when it started */
@@ -82,6 +131,17 @@ struct fs_upload_job {
 
 static void *lease_main(void *arg);
 static void jobs_reap(struct fs_data *d, bool wait, bool apply);
+
+/* Gives up the inode's write buffer, if any (its chunk has left FS_CHUNK_MEM). */
+static void wbuf_drop(struct fs_data *d)
+{
+	if (d->wbuf) {
+		cbuf_put(d->wbuf);
+		d->wbuf = NULL;
+		atomic_fetch_sub(&wbufs_active, 1);
+	}
+	d->wbuf_len = 0;
+}
 
 /* ---- chunk cache and read-ahead ---- */
 
@@ -318,6 +378,10 @@ void fs_cache_destroy(struct fs *fs)
 		free(fs->cache[i].buf);
 	free(fs->cache);
 	fs->cache = NULL;
+	pthread_mutex_lock(&cbuf_lock);
+	while (cbuf_nfree > 0)
+		free(cbuf_free[--cbuf_nfree]);
+	pthread_mutex_unlock(&cbuf_lock);
 	pthread_mutex_destroy(&fs->cache_lock);
 	pthread_cond_destroy(&fs->cache_cond);
 	pthread_cond_destroy(&fs->lease_cond);
@@ -330,6 +394,7 @@ void fs_data_free(struct fs_data *d)
 	if (!d)
 		return;
 	jobs_reap(d, true, false); /* their threads read the staging file */
+	wbuf_drop(d);
 	if (d->staging_fd >= 0)
 		close(d->staging_fd);
 	kv_ctx_release(&d->ctx);
@@ -420,7 +485,41 @@ static int pwrite_full(int fd, const uint8_t *p, size_t n, uint64_t off)
 	return 0;
 }
 
-/* Copies base chunk @i into the staging file (before a partial write). */
+/* The running upload of chunk @i from its own buffer (FS_CHUNK_MSENDING), or NULL. */
+static struct fs_upload_job *job_of(struct fs_data *d, uint64_t i)
+{
+	for (size_t k = d->njobs; k-- > 0;)
+		if (d->jobs[k]->index == i && d->jobs[k]->buf)
+			return d->jobs[k];
+	return NULL;
+}
+
+/*
+ * Writes the chunk kept in memory to the staging file (DIRTY there) and
+ * gives up the write buffer. On failure the chunk stays MEM. dlock held.
+ */
+static int wbuf_spill(struct fs *fs, struct fs_data *d)
+{
+	if (!d->wbuf)
+		return 0;
+	int rc = staging_open(fs, d);
+	if (rc == 0 && d->wbuf_len > 0)
+		rc = pwrite_full(d->staging_fd, d->wbuf, d->wbuf_len,
+				 d->wbuf_index * KV_FS_CHUNK_SIZE);
+	if (rc < 0)
+		return rc;
+	d->cstate[d->wbuf_index] = FS_CHUNK_DIRTY;
+	wbuf_drop(d);
+	return 0;
+}
+
+/*
+ * Makes the staging file hold chunk @i's current bytes (before a partial
+ * write or a truncate into it): a BASE chunk is fetched (CLEAN), a chunk
+ * kept in memory is written out (MEM: DIRTY, MSENDING: SENDING, its upload
+ * goes on), a STORED one fetched back from the cluster (SENT). Chunks
+ * already staged are left alone. 0 or -errno; dlock held.
+ */
 static int stage_chunk(struct fs *fs, struct fs_data *d, uint64_t i)
 {
 	int rc = ensure_cstate(d, (size_t)i + 1);
@@ -428,8 +527,36 @@ static int stage_chunk(struct fs *fs, struct fs_data *d, uint64_t i)
 		rc = staging_open(fs, d);
 	if (rc < 0)
 		return rc;
-	if (d->cstate[i] != FS_CHUNK_BASE)
+	switch (d->cstate[i]) {
+	case FS_CHUNK_MEM:
+		return wbuf_spill(fs, d);
+	case FS_CHUNK_MSENDING: {
+		struct fs_upload_job *j = job_of(d, i);
+		rc = j ? pwrite_full(d->staging_fd, j->buf, j->len, i * KV_FS_CHUNK_SIZE) : -EIO;
+		if (rc == 0)
+			d->cstate[i] = FS_CHUNK_SENDING;
+		return rc;
+	}
+	case FS_CHUNK_STORED: {
+		uint8_t *buf = cbuf_get();
+		if (!buf)
+			return -ENOMEM;
+		if (kv_fs_hash_is_hole(d->sent[i]))
+			memset(buf, 0, KV_FS_CHUNK_SIZE); /* it was all zeros */
+		else
+			rc = chunk_read(fs, d->sent[i], 0, KV_FS_CHUNK_SIZE, buf);
+		if (rc == 0)
+			rc = pwrite_full(d->staging_fd, buf, KV_FS_CHUNK_SIZE, i * KV_FS_CHUNK_SIZE);
+		cbuf_put(buf);
+		if (rc == 0)
+			d->cstate[i] = FS_CHUNK_SENT;
+		return rc;
+	}
+	case FS_CHUNK_BASE:
+		break;
+	default:
 		return 0;
+	}
 	if (i < d->base.n && !kv_fs_hash_is_hole(d->base.chunks[i].hash)) {
 		size_t len = d->base.chunks[i].len;
 		uint8_t *buf = malloc(len);
@@ -446,10 +573,39 @@ static int stage_chunk(struct fs *fs, struct fs_data *d, uint64_t i)
 	return 0;
 }
 
+/* Copies [off, off + len) of a chunk whose bytes are @have bytes at @p then zeros. */
+static void copy_chunk(uint8_t *dst, const uint8_t *p, size_t have, size_t off, size_t len)
+{
+	size_t n = off < have ? have - off : 0;
+	if (n > len)
+		n = len;
+	if (n)
+		memcpy(dst, p + off, n);
+	if (n < len)
+		memset(dst + n, 0, len - n);
+}
+
 /* Reads one span of the current content. */
 static int read_span(struct fs *fs, struct fs_data *d, const struct kv_fs_span *s, uint8_t *dst)
 {
 	uint8_t st = cstate_of(d, s->index);
+	if (st == FS_CHUNK_MEM) {
+		copy_chunk(dst, d->wbuf, d->wbuf_len, s->offset, s->len);
+		return 0;
+	}
+	if (st == FS_CHUNK_MSENDING) {
+		struct fs_upload_job *j = job_of(d, s->index);
+		if (!j)
+			return -EIO;
+		copy_chunk(dst, j->buf, j->len, s->offset, s->len);
+		return 0;
+	}
+	if (st == FS_CHUNK_STORED && kv_fs_hash_is_hole(d->sent[s->index])) {
+		memset(dst, 0, s->len); /* it was all zeros */
+		return 0;
+	}
+	if (st == FS_CHUNK_STORED)
+		return chunk_read(fs, d->sent[s->index], s->offset, s->len, dst);
 	if (st != FS_CHUNK_BASE)
 		return pread_full(d->staging_fd, dst, s->len, s->file_offset);
 	if (s->index >= d->base.n || kv_fs_hash_is_hole(d->base.chunks[s->index].hash) ||
@@ -742,7 +898,11 @@ int fs_data_truncate(struct fs *fs, struct fs_inode *ino, uint64_t size)
 	if (size < d->size) {
 		uint64_t k = size >> KV_FS_CHUNK_SHIFT;
 		uint64_t r = size & (KV_FS_CHUNK_SIZE - 1);
-		if (r != 0) {
+		if (r != 0 && cstate_of(d, k) == FS_CHUNK_MEM) {
+			/* Kept in memory: its bytes past the new end read as zeros. */
+			if (d->wbuf_len > r)
+				d->wbuf_len = (uint32_t)r;
+		} else if (r != 0) {
 			rc = stage_chunk(fs, d, k);
 			if (rc < 0)
 				return rc;
@@ -752,8 +912,11 @@ int fs_data_truncate(struct fs *fs, struct fs_inode *ino, uint64_t size)
 			return -EIO;
 		if (d->base.n > k)
 			d->base.n = (size_t)k;
-		for (uint64_t i = r ? k + 1 : k; i < d->ncstate; i++)
+		for (uint64_t i = r ? k + 1 : k; i < d->ncstate; i++) {
+			if (d->cstate[i] == FS_CHUNK_MEM)
+				wbuf_drop(d);
 			d->cstate[i] = FS_CHUNK_BASE;
+		}
 	}
 	d->size = size;
 	d->dirty = true;
@@ -831,40 +994,66 @@ static int store_chunk(struct fs *fs, const uint8_t *p, uint32_t len,
 static void *job_main(void *arg)
 {
 	struct fs_upload_job *j = arg;
-	uint8_t *buf = malloc(j->len);
-	j->rc = buf ? pread_full(j->fd, buf, j->len, j->index * KV_FS_CHUNK_SIZE) : -ENOMEM;
-	if (j->rc == 0)
-		j->rc = store_chunk(j->fs, buf, j->len, j->hash);
-	free(buf);
+	if (j->buf) {
+		j->rc = store_chunk(j->fs, j->buf, j->len, j->hash);
+	} else {
+		uint8_t *buf = cbuf_get();
+		j->rc = buf ? pread_full(j->fd, buf, j->len, j->index * KV_FS_CHUNK_SIZE) : -ENOMEM;
+		if (j->rc == 0)
+			j->rc = store_chunk(j->fs, buf, j->len, j->hash);
+		cbuf_put(buf);
+	}
 	atomic_store(&j->done, true);
 	return NULL;
 }
 
 /*
  * Joins job @k of @d (the oldest is 0) and, with @apply, takes its result:
- * a chunk still SENDING becomes SENT (or DIRTY again when the upload
- * failed, for the flush to retry); a chunk written since keeps its state.
- * dlock held.
+ * a chunk still SENDING becomes SENT, one still MSENDING becomes STORED;
+ * when the upload failed, the chunk becomes DIRTY for the flush to retry
+ * (an MSENDING chunk is written to staging first; if that fails, its
+ * buffer becomes the write buffer (MEM) when that is free, else the chunk
+ * is lost and d->werr fails every flush). A chunk written since keeps
+ * its state. dlock held.
  */
 static void job_reap(struct fs_data *d, size_t k, bool apply)
 {
 	struct fs_upload_job *j = d->jobs[k];
 	pthread_join(j->th, NULL);
 	atomic_fetch_sub(&uploads_running, 1);
-	kv_debug("kvfs: background upload of chunk %llu: %d, %s",
-		 (unsigned long long)j->index, j->rc,
-		 !apply ? "dropped" : j->index < d->ncstate && d->cstate[j->index] == FS_CHUNK_SENDING
-		 ? "kept" : "written since");
-	if (apply && j->index < d->ncstate && d->cstate[j->index] == FS_CHUNK_SENDING) {
-		if (j->rc == 0) {
-			memcpy(d->sent[j->index], j->hash, KV_FS_HASH_LEN);
-			d->cstate[j->index] = FS_CHUNK_SENT;
-			if (d->sent_since_ns == 0 || j->start_ns < d->sent_since_ns)
-				d->sent_since_ns = j->start_ns;
+	uint8_t st = j->index < d->ncstate ? d->cstate[j->index] : FS_CHUNK_BASE;
+	bool ours = st == FS_CHUNK_SENDING || (st == FS_CHUNK_MSENDING && j->buf);
+	kv_debug("kvfs: background upload of chunk %llu: %d, %s", (unsigned long long)j->index,
+		 j->rc, !apply ? "dropped" : ours ? "kept" : "written since");
+	if (apply && ours && j->rc == 0) {
+		memcpy(d->sent[j->index], j->hash, KV_FS_HASH_LEN);
+		d->cstate[j->index] = st == FS_CHUNK_SENDING ? FS_CHUNK_SENT : FS_CHUNK_STORED;
+		if (d->sent_since_ns == 0 || j->start_ns < d->sent_since_ns)
+			d->sent_since_ns = j->start_ns;
+	} else if (apply && ours && st == FS_CHUNK_SENDING) {
+		d->cstate[j->index] = FS_CHUNK_DIRTY;
+	} else if (apply && ours) {
+		int rc = staging_open(j->fs, d);
+		if (rc == 0)
+			rc = pwrite_full(d->staging_fd, j->buf, j->len, j->index * KV_FS_CHUNK_SIZE);
+		if (rc == 0) {
+			d->cstate[j->index] = FS_CHUNK_DIRTY;
+		} else if (!d->wbuf) {
+			/* Staging failed too: the buffer becomes the inode's write buffer. */
+			atomic_fetch_add(&wbufs_active, 1);
+			d->wbuf = j->buf;
+			j->buf = NULL;
+			d->wbuf_index = j->index;
+			d->wbuf_len = j->len;
+			d->cstate[j->index] = FS_CHUNK_MEM;
 		} else {
+			kv_error("kvfs: chunk %llu lost: %s", (unsigned long long)j->index,
+				 strerror(-rc));
+			d->werr = rc;
 			d->cstate[j->index] = FS_CHUNK_DIRTY;
 		}
 	}
+	cbuf_put(j->buf);
 	free(j);
 	memmove(&d->jobs[k], &d->jobs[k + 1], (d->njobs - k - 1) * sizeof d->jobs[0]);
 	d->njobs--;
@@ -882,8 +1071,9 @@ static void jobs_reap(struct fs_data *d, bool wait, bool apply)
 }
 
 /*
- * A sequential writer has filled chunk @i (DIRTY, full length): uploads it
- * in the background while the kernel fills the next ones. With
+ * A sequential writer has filled chunk @i (DIRTY or MEM, full length):
+ * uploads it in the background while the kernel fills the next ones (a MEM
+ * chunk's buffer goes to the upload: MSENDING). With
  * FS_UPLOAD_AHEAD uploads of this inode in flight, waits for the oldest
  * (the writer goes no faster than the cluster takes chunks, and memory
  * stays bounded); with UPLOADS_MAX in the whole mount, leaves the chunk to
@@ -899,28 +1089,96 @@ static void upload_start(struct fs *fs, struct fs_data *d, uint64_t i)
 		}
 	if (d->njobs == FS_UPLOAD_AHEAD)
 		job_reap(d, 0, true);
-	if (d->cstate[i] != FS_CHUNK_DIRTY)
+	bool mem = d->cstate[i] == FS_CHUNK_MEM;
+	if (d->cstate[i] != FS_CHUNK_DIRTY && !mem)
 		return;
 	if (atomic_fetch_add(&uploads_running, 1) >= UPLOADS_MAX) {
+		/* Left to the flush; if even staging fails, the flush takes it from memory. */
 		atomic_fetch_sub(&uploads_running, 1);
+		if (mem)
+			wbuf_spill(fs, d);
 		return;
 	}
 	struct fs_upload_job *j = calloc(1, sizeof *j);
 	if (j) {
 		j->fs = fs;
 		j->fd = d->staging_fd;
+		j->buf = mem ? d->wbuf : NULL;
 		j->index = i;
 		j->len = KV_FS_CHUNK_SIZE;
 		j->start_ns = fs_mono_ns();
 		atomic_init(&j->done, false);
 		if (pthread_create(&j->th, NULL, job_main, j) == 0) {
-			d->cstate[i] = FS_CHUNK_SENDING;
+			if (mem) {
+				/* The job owns the buffer now; the next chunk takes another. */
+				d->wbuf = NULL;
+				d->wbuf_len = 0;
+				atomic_fetch_sub(&wbufs_active, 1);
+			}
+			d->cstate[i] = mem ? FS_CHUNK_MSENDING : FS_CHUNK_SENDING;
 			d->jobs[d->njobs++] = j;
 			return;
 		}
 		free(j);
 	}
 	atomic_fetch_sub(&uploads_running, 1);
+	if (mem)
+		wbuf_spill(fs, d);
+}
+
+/*
+ * Whether a write of span @s may keep chunk @s->index in memory: the
+ * chunk's current bytes are all zeros (nothing staged, and the base has
+ * none or a hole there) or the write replaces all the base has, and the
+ * write starts the chunk or appends to the file (a sequential writer).
+ */
+static bool mem_fits(const struct fs_data *d, const struct kv_fs_span *s)
+{
+	uint64_t i = s->index;
+	if (cstate_of(d, i) != FS_CHUNK_BASE)
+		return false;
+	if (s->offset != 0 && s->file_offset < d->size)
+		return false;
+	return i >= d->base.n || kv_fs_hash_is_hole(d->base.chunks[i].hash) ||
+	       (s->offset == 0 && s->len >= d->base.chunks[i].len);
+}
+
+/*
+ * Starts keeping chunk @i (mem_fits) in memory: takes a write buffer
+ * (spilling another chunk's to staging first). Returns 1 when the chunk is
+ * MEM (empty), 0 when no buffer is free (the write goes to staging), or
+ * -errno. dlock held.
+ */
+static int mem_begin(struct fs *fs, struct fs_data *d, uint64_t i)
+{
+	if (d->wbuf) {
+		int rc = wbuf_spill(fs, d);
+		if (rc < 0)
+			return rc;
+	}
+	if (atomic_fetch_add(&wbufs_active, 1) >= WBUFS_MAX) {
+		atomic_fetch_sub(&wbufs_active, 1);
+		return 0;
+	}
+	d->wbuf = cbuf_get();
+	if (!d->wbuf) {
+		atomic_fetch_sub(&wbufs_active, 1);
+		return 0;
+	}
+	d->wbuf_index = i;
+	d->wbuf_len = 0;
+	d->cstate[i] = FS_CHUNK_MEM;
+	return 1;
+}
+
+/* Writes span @s of @src into the chunk kept in memory (zeros fill a gap). */
+static void mem_write(struct fs_data *d, const struct kv_fs_span *s, const uint8_t *src)
+{
+	if (s->offset > d->wbuf_len)
+		memset(d->wbuf + d->wbuf_len, 0, s->offset - d->wbuf_len);
+	memcpy(d->wbuf + s->offset, src, s->len);
+	if (s->offset + s->len > d->wbuf_len)
+		d->wbuf_len = s->offset + s->len;
 }
 
 ssize_t fs_data_write(struct fs *fs, struct fs_inode *ino, const char *buf, size_t len,
@@ -931,28 +1189,42 @@ ssize_t fs_data_write(struct fs *fs, struct fs_inode *ino, const char *buf, size
 		return -EISDIR;
 	if (off > KV_FS_FILE_MAX || len > KV_FS_FILE_MAX - off)
 		return -EFBIG;
-	int rc = staging_open(fs, d);
-	if (rc < 0)
-		return rc;
+	int rc;
 	struct kv_fs_range r;
 	struct kv_fs_span s;
 	kv_fs_range_init(&r, off, len, UINT64_MAX, KV_FS_CHUNK_SHIFT);
 	while (kv_fs_range_next(&r, &s)) {
+		const uint8_t *src = (const uint8_t *)buf + (s.file_offset - off);
 		rc = ensure_cstate(d, (size_t)s.index + 1);
 		if (rc < 0)
 			return rc;
-		if (d->cstate[s.index] == FS_CHUNK_BASE && s.index < d->base.n &&
-		    !kv_fs_hash_is_hole(d->base.chunks[s.index].hash) &&
-		    !(s.offset == 0 && s.len >= d->base.chunks[s.index].len)) {
-			rc = stage_chunk(fs, d, s.index);
+		uint8_t st = d->cstate[s.index];
+		bool whole = s.offset == 0 && s.len == KV_FS_CHUNK_SIZE;
+		if (st != FS_CHUNK_MEM && mem_fits(d, &s)) {
+			/* A sequential writer's chunk stays in memory (doc/fs.md §4). */
+			rc = mem_begin(fs, d, s.index);
 			if (rc < 0)
 				return rc;
+			st = d->cstate[s.index];
 		}
-		rc = pwrite_full(d->staging_fd, (const uint8_t *)buf + (s.file_offset - off), s.len,
-				 s.file_offset);
-		if (rc < 0)
-			return rc;
-		d->cstate[s.index] = FS_CHUNK_DIRTY;
+		if (st == FS_CHUNK_MEM) {
+			mem_write(d, &s, src);
+		} else {
+			if ((st == FS_CHUNK_BASE && s.index < d->base.n &&
+			     !kv_fs_hash_is_hole(d->base.chunks[s.index].hash) &&
+			     !(s.offset == 0 && s.len >= d->base.chunks[s.index].len)) ||
+			    ((st == FS_CHUNK_MSENDING || st == FS_CHUNK_STORED) && !whole)) {
+				rc = stage_chunk(fs, d, s.index);
+				if (rc < 0)
+					return rc;
+			}
+			rc = staging_open(fs, d);
+			if (rc == 0)
+				rc = pwrite_full(d->staging_fd, src, s.len, s.file_offset);
+			if (rc < 0)
+				return rc;
+			d->cstate[s.index] = FS_CHUNK_DIRTY;
+		}
 		/* The writer moves past a full chunk: store it now (DESIGN §7 "Writing"). */
 		if (s.offset + s.len == KV_FS_CHUNK_SIZE)
 			upload_start(fs, d, s.index);
@@ -996,8 +1268,8 @@ struct upload {
 static void *upload_main(void *arg)
 {
 	struct upload *u = arg;
-	uint8_t *cbuf = malloc(KV_FS_CHUNK_SIZE);
-	int rc = cbuf ? 0 : -ENOMEM;
+	uint8_t *cbuf = NULL;
+	int rc = 0;
 	for (;;) {
 		pthread_mutex_lock(&u->mu);
 		if (rc < 0 && u->rc == 0)
@@ -1009,13 +1281,21 @@ static void *upload_main(void *arg)
 			break;
 		struct kv_fs_chunk_ref *ref = &u->man->chunks[i];
 		uint8_t hash[KV_FS_HASH_LEN];
-		rc = pread_full(u->d->staging_fd, cbuf, ref->len, i * KV_FS_CHUNK_SIZE);
+		const uint8_t *p = u->d->wbuf; /* the chunk kept in memory (build_body filled it) */
+		if (cstate_of(u->d, i) != FS_CHUNK_MEM) {
+			if (!cbuf && !(cbuf = cbuf_get())) {
+				rc = -ENOMEM;
+				continue;
+			}
+			rc = pread_full(u->d->staging_fd, cbuf, ref->len, i * KV_FS_CHUNK_SIZE);
+			p = cbuf;
+		}
 		if (rc == 0)
-			rc = store_chunk(u->fs, cbuf, ref->len, hash);
+			rc = store_chunk(u->fs, p, ref->len, hash);
 		if (rc == 0)
 			memcpy(ref->hash, hash, KV_FS_HASH_LEN); /* zeros: the placeholder hole stays */
 	}
-	free(cbuf);
+	cbuf_put(cbuf);
 	return NULL;
 }
 
@@ -1056,7 +1336,7 @@ static int build_body(struct fs *fs, struct fs_data *d, struct kv_buf *body, uin
 			rc = kv_fs_manifest_append(man, NULL, len); /* a hole */
 			continue;
 		}
-		if (st == FS_CHUNK_SENT && len == KV_FS_CHUNK_SIZE) {
+		if ((st == FS_CHUNK_SENT || st == FS_CHUNK_STORED) && len == KV_FS_CHUNK_SIZE) {
 			rc = kv_fs_manifest_append(man, d->sent[i], len); /* stored while written */
 			continue;
 		}
@@ -1065,7 +1345,13 @@ static int build_body(struct fs *fs, struct fs_data *d, struct kv_buf *body, uin
 			rc = kv_fs_manifest_append(man, d->base.chunks[i].hash, len);
 			continue;
 		}
-		if (st == FS_CHUNK_BASE) {
+		if (st == FS_CHUNK_MEM) {
+			/* Uploaded from memory; its bytes past wbuf_len are zeros (a truncate up). */
+			if (d->wbuf_len < len) {
+				memset(d->wbuf + d->wbuf_len, 0, len - d->wbuf_len);
+				d->wbuf_len = len;
+			}
+		} else if (st != FS_CHUNK_DIRTY && st != FS_CHUNK_CLEAN && st != FS_CHUNK_SENT) {
 			rc = stage_chunk(fs, d, i); /* its length changed: re-store it */
 			if (rc < 0)
 				break;
@@ -1091,6 +1377,36 @@ static int build_body(struct fs *fs, struct fs_data *d, struct kv_buf *body, uin
 	if (rc < 0)
 		return rc;
 	return kv_fs_manifest_encode(man, body);
+}
+
+/*
+ * Refreshes the age of the STORED chunks (uploaded from memory, held
+ * nowhere locally) whose uploads are too old to trust (SENT_MAX_AGE_NS):
+ * one chunk touch each, which must find it on some replica. Returns the
+ * number of STORED chunks (0: none), or -errno (the flush fails; EIO when
+ * a chunk is gone).
+ */
+static int touch_stored(struct fs *fs, struct fs_data *d)
+{
+	int n = 0;
+	for (size_t i = 0; i < d->ncstate; i++) {
+		if (d->cstate[i] != FS_CHUNK_STORED || kv_fs_hash_is_hole(d->sent[i]))
+			continue;
+		uint8_t key[KV_FS_CHUNK_KEY_LEN];
+		kv_fs_chunk_key(d->sent[i], key);
+		struct kv_slice ks = kv_slice_make(key, sizeof key);
+		struct kv_client_call call = fs_call(fs);
+		int rc = kv_client_chunk_touch(fs->client, &ks, 1, &call);
+		if (rc == 0)
+			rc = KV_ENOTFOUND;
+		if (rc < 0) {
+			kv_warn("kvfs: chunk %zu of an upload: touch: %s (%s)", i, kv_strerror(rc),
+				kv_client_errmsg(fs->client));
+			return rc == KV_ENOTFOUND ? -EIO : fs_errno(rc);
+		}
+		n++;
+	}
+	return n;
 }
 
 /* Records what a failed put sent, to re-send it with the same request id. */
@@ -1169,11 +1485,22 @@ int fs_data_flush(struct fs *fs, struct fs_inode *ino)
 		goto out;
 	/* The flush waits only for the background uploads in flight. */
 	jobs_reap(d, true, true);
+	if (d->werr < 0) {
+		/*
+		 * A chunk kept in memory failed to upload and could be kept
+		 * nowhere: every flush of this data state fails.
+		 */
+		rc = d->werr;
+		goto fail;
+	}
 	if (d->sent_since_ns != 0 && fs_mono_ns() - d->sent_since_ns > SENT_MAX_AGE_NS) {
+		rc = touch_stored(fs, d);
+		if (rc < 0)
+			goto fail;
 		for (size_t i = 0; i < d->ncstate; i++)
 			if (d->cstate[i] == FS_CHUNK_SENT)
 				d->cstate[i] = FS_CHUNK_DIRTY; /* too old to trust: store again */
-		d->sent_since_ns = 0;
+		d->sent_since_ns = rc > 0 ? fs_mono_ns() : 0;
 	}
 	pthread_mutex_lock(&fs->lock);
 	bool unlinked = ino->unlinked;
@@ -1227,18 +1554,25 @@ int fs_data_flush(struct fs *fs, struct fs_inode *ino)
 		kv_fs_manifest_release(&d->base);
 		d->base = man;
 		kv_fs_manifest_init(&man, KV_FS_CHUNK_SHIFT);
-		for (size_t i = 0; i < d->ncstate; i++)
+		for (size_t i = 0; i < d->ncstate; i++) {
 			if (d->cstate[i] == FS_CHUNK_DIRTY || d->cstate[i] == FS_CHUNK_SENT)
 				d->cstate[i] = FS_CHUNK_CLEAN;
+			else if (d->cstate[i] == FS_CHUNK_STORED)
+				d->cstate[i] = FS_CHUNK_BASE; /* the new base names it */
+		}
 		d->sent_since_ns = 0;
 	} else if (storage == KV_FS_STORE_INLINE) {
 		kv_fs_manifest_release(&d->base);
 		kv_fs_manifest_init(&d->base, KV_FS_CHUNK_SHIFT);
-		if (body.n > 0 && staging_open(fs, d) == 0 && ensure_cstate(d, 1) == 0 &&
-		    pwrite_full(d->staging_fd, body.p, body.n, 0) == 0)
+		/* A chunk 0 kept in memory stays there; otherwise staging holds the body. */
+		if (body.n > 0 && cstate_of(d, 0) != FS_CHUNK_MEM && staging_open(fs, d) == 0 &&
+		    ensure_cstate(d, 1) == 0 && pwrite_full(d->staging_fd, body.p, body.n, 0) == 0)
 			d->cstate[0] = FS_CHUNK_CLEAN;
-		for (size_t i = 1; i < d->ncstate; i++)
+		for (size_t i = 1; i < d->ncstate; i++) {
+			if (d->cstate[i] == FS_CHUNK_MEM)
+				wbuf_drop(d);
 			d->cstate[i] = FS_CHUNK_BASE;
+		}
 	}
 	put_done(fs, ino, &ctx_out, kv_buf_slice(&raw), dot);
 	rc = 0;

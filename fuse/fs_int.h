@@ -45,6 +45,9 @@ enum {
 	FS_CHUNK_CLEAN = 2,  /* the staging file holds the base chunk's bytes */
 	FS_CHUNK_SENDING = 3, /* staging holds newer bytes; a background upload of them runs */
 	FS_CHUNK_SENT = 4,   /* staging holds newer bytes, already stored as chunk sent[i] */
+	FS_CHUNK_MEM = 5,    /* newer bytes in the write buffer (wbuf), not staged */
+	FS_CHUNK_MSENDING = 6, /* a background upload runs from its own buffer, not staged */
+	FS_CHUNK_STORED = 7, /* stored as chunk sent[i] from memory; held nowhere locally */
 };
 
 /*
@@ -72,6 +75,10 @@ struct fs_data {
 	struct fs_upload_job *jobs[FS_UPLOAD_AHEAD]; /* background uploads, oldest first */
 	size_t njobs;
 	uint64_t sent_since_ns;       /* start of the oldest upload behind a SENT chunk; 0: none */
+	uint8_t *wbuf;                /* the MEM chunk's bytes (a chunk buffer), or NULL */
+	uint64_t wbuf_index;          /* its chunk index */
+	uint32_t wbuf_len;            /* bytes written into it; the rest reads as zeros */
+	int werr;                     /* a MEM chunk's upload failed and was kept nowhere: -errno */
 	int staging_fd;               /* sparse temp file, -1 until needed */
 	bool dirty;                   /* a put is due */
 	bool retry;                   /* the last put failed and nothing changed since */
