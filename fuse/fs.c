@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -39,10 +40,19 @@ uint64_t fs_mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* When a cluster call last failed with EIO (monotonic ns; 0: never). */
+static _Atomic uint64_t last_failure_ns;
+
+bool fs_failed_lately(uint64_t window_ns)
+{
+	uint64_t at = atomic_load_explicit(&last_failure_ns, memory_order_relaxed);
+	return at != 0 && fs_mono_ns() - at < window_ns;
+}
+
 /*
  * Maps a library result to the errno a file system call returns: failures to
  * reach W or R replicas, timeouts and unreachable nodes are EIO (DESIGN §7
- * "Failure").
+ * "Failure"), and are noted for fs_failed_lately().
  */
 int fs_errno(int rc)
 {
@@ -74,6 +84,7 @@ int fs_errno(int rc)
 	case -ENOTSUP:
 		return rc;
 	default:
+		atomic_store_explicit(&last_failure_ns, fs_mono_ns(), memory_order_relaxed);
 		return -EIO;
 	}
 }
@@ -345,6 +356,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 }
 
 static bool ghost_match(struct fs *fs, struct fs_inode *dir, const char *name);
+static void wb_wait_ino(struct fs *fs, struct fs_inode *ino);
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
@@ -480,6 +492,7 @@ int fs_change_meta(struct fs *fs, struct fs_inode *ino, const struct stat *attr,
 {
 	int rc;
 	struct kv_buf xs = KV_BUF_INIT;
+	wb_wait_ino(fs, ino); /* a queued delete of the key goes first (doc/fs.md §5) */
 	pthread_mutex_lock(&ino->dlock);
 	rc = fs_data_acquire(fs, ino, false);
 	if (rc < 0)
@@ -858,8 +871,10 @@ static void forget_name(struct fs *fs, struct fs_inode *dir, const char *name, c
 	struct fs_dent *d = fs_dir_find(dir, stored, strlen(stored));
 	if (d && discarded)
 		kv_dvv_discard(&d->set, discarded);
-	if (d)
+	if (d) {
 		d->has_own = false;
+		d->stale_ns = fs_mono_ns();
+	}
 	pthread_mutex_unlock(&fs->lock);
 	if (ino) {
 		/* An open but unlinked file holds a lease on its chunks (DESIGN §7). */
@@ -889,7 +904,330 @@ static int delete_key(struct fs *fs, struct fs_inode *dir, const char *stored,
 	return fs_errno(rc);
 }
 
-/* unlink and rmdir (DESIGN §7 "rm name", "rm name.sibling-i"). ns_lock held. */
+/* ---- write-behind unlink (doc/fs.md §5) ---- */
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+	return h;
+}
+
+static uint64_t timeout_ns(const struct fs *fs)
+{
+	return (uint64_t)fs->timeout_ms * 1000000ull;
+}
+
+/*
+ * Waits on wb_done until @until_ns (monotonic). Deletes end by their
+ * deadlines; this bound is a backstop. Returns ETIMEDOUT past it. wb_lock held.
+ */
+static int wb_wait(struct fs *fs, uint64_t until_ns)
+{
+	if (fs_mono_ns() >= until_ns)
+		return ETIMEDOUT;
+	struct timespec ts = { (time_t)(until_ns / 1000000000u), (long)(until_ns % 1000000000u) };
+	return pthread_cond_timedwait(&fs->wb_done, &fs->wb_lock, &ts);
+}
+
+/* The backstop of a wait for deletes: two timeouts and a second. */
+static uint64_t wb_backstop(const struct fs *fs)
+{
+	return fs_mono_ns() + 2 * timeout_ns(fs) + 1000000000ull;
+}
+
+/* True when a delete of @key is queued or in flight. wb_lock held. */
+static bool wb_has_key(const struct fs *fs, uint64_t h, const char *key)
+{
+	for (size_t i = 0; i < FS_WB_MAX; i++) {
+		const struct fs_wb_op *op = fs->wb_slot[i];
+		if (op && op->key_hash == h && strcmp(op->key, key) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* True when a delete of a child of @dir_key is queued or in flight. wb_lock held. */
+static bool wb_has_dir(const struct fs *fs, uint64_t h, const char *dir_key, size_t len)
+{
+	for (size_t i = 0; i < FS_WB_MAX; i++) {
+		const struct fs_wb_op *op = fs->wb_slot[i];
+		if (op && op->dir_hash == h && op->dir_len == len && memcmp(op->key, dir_key, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+void fs_wb_wait_key(struct fs *fs, const char *key)
+{
+	uint64_t h = hash_bytes(key, strlen(key)), until = 0;
+	pthread_mutex_lock(&fs->wb_lock);
+	while (fs->wb_count > 0 && wb_has_key(fs, h, key)) {
+		if (until == 0)
+			until = wb_backstop(fs);
+		if (wb_wait(fs, until) == ETIMEDOUT) {
+			kv_warn("kvfs: %s: the queued delete did not end in time", key);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->wb_lock);
+}
+
+void fs_wb_wait_dir(struct fs *fs, const char *dir_key)
+{
+	size_t len = strlen(dir_key);
+	uint64_t h = hash_bytes(dir_key, len), until = 0;
+	pthread_mutex_lock(&fs->wb_lock);
+	while (fs->wb_count > 0 && wb_has_dir(fs, h, dir_key, len)) {
+		if (until == 0)
+			until = wb_backstop(fs);
+		if (wb_wait(fs, until) == ETIMEDOUT) {
+			kv_warn("kvfs: %s/: the queued deletes did not end in time", dir_key);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fs->wb_lock);
+}
+
+void fs_wb_wait_child(struct fs *fs, struct fs_inode *dir, const char *name, size_t len)
+{
+	pthread_mutex_lock(&fs->wb_lock);
+	bool any = fs->wb_count > 0;
+	pthread_mutex_unlock(&fs->wb_lock);
+	if (!any)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	char *key = fs_child_key(dir->key, name, len);
+	pthread_mutex_unlock(&fs->lock);
+	if (key)
+		fs_wb_wait_key(fs, key);
+	free(key);
+}
+
+void fs_wb_hold_entries(struct fs *fs, struct fs_inode *dir)
+{
+	if (!dir->dir)
+		return;
+	size_t len = strlen(dir->key);
+	uint64_t h = hash_bytes(dir->key, len), now = fs_mono_ns();
+	pthread_mutex_lock(&fs->wb_lock);
+	for (size_t i = 0; i < FS_WB_MAX && fs->wb_count > 0; i++) {
+		const struct fs_wb_op *op = fs->wb_slot[i];
+		if (!op || op->dir_hash != h || op->dir_len != len ||
+		    memcmp(op->key, dir->key, len) != 0)
+			continue;
+		const char *stored = op->key + len + 1;
+		struct fs_dent *d = fs_dir_find(dir, stored, strlen(stored));
+		if (d)
+			d->stale_ns = now;
+	}
+	pthread_mutex_unlock(&fs->wb_lock);
+}
+
+/* fs_wb_wait_key() of @ino's key, when any delete is queued. No lock held. */
+static void wb_wait_ino(struct fs *fs, struct fs_inode *ino)
+{
+	pthread_mutex_lock(&fs->wb_lock);
+	bool any = fs->wb_count > 0;
+	pthread_mutex_unlock(&fs->wb_lock);
+	if (!any)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	char *key = strdup(ino->key);
+	pthread_mutex_unlock(&fs->lock);
+	if (key)
+		fs_wb_wait_key(fs, key);
+	free(key);
+}
+
+int fs_wb_take_error(struct fs *fs, struct fs_inode *dir)
+{
+	pthread_mutex_lock(&fs->lock);
+	int rc = dir->wb_err;
+	dir->wb_err = 0;
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+/*
+ * Queues the delete of @key (taken: freed on failure too) with a copy of
+ * @ctx, in @dir (the op takes a reference). Waits for room (at most
+ * FS_WB_MAX queued or in flight: backpressure). Returns 0; -EAGAIN when no
+ * worker runs (delete synchronously instead); -ENOMEM.
+ */
+static int wb_queue(struct fs *fs, struct fs_inode *dir, char *key, const struct kv_ctx *ctx)
+{
+	struct fs_wb_op *op = NULL;
+	int rc;
+	if (fs->wb_nthreads == 0) {
+		rc = -EAGAIN;
+		goto fail;
+	}
+	op = calloc(1, sizeof *op);
+	if (!op) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	kv_ctx_init(&op->ctx);
+	rc = kv_ctx_copy(&op->ctx, ctx);
+	if (rc < 0)
+		goto fail;
+	op->key = key;
+	const char *slash = strrchr(key, '/');
+	op->dir_len = slash ? (size_t)(slash - key) : 0;
+	op->key_hash = hash_bytes(key, strlen(key));
+	op->dir_hash = hash_bytes(key, op->dir_len);
+	kv_client_request_id(op->req_id);
+	pthread_mutex_lock(&fs->lock);
+	dir->refs++;
+	pthread_mutex_unlock(&fs->lock);
+	op->dir = dir;
+	pthread_mutex_lock(&fs->wb_lock);
+	while (fs->wb_count == FS_WB_MAX)
+		pthread_cond_wait(&fs->wb_done, &fs->wb_lock); /* ends by the deadlines */
+	op->deadline_ns = fs_mono_ns() + timeout_ns(fs);
+	for (size_t i = 0; i < FS_WB_MAX; i++)
+		if (!fs->wb_slot[i]) {
+			fs->wb_slot[i] = op;
+			break;
+		}
+	fs->wb_count++;
+	fs->wb_ring[(fs->wb_head + fs->wb_len) % FS_WB_MAX] = op;
+	fs->wb_len++;
+	pthread_cond_signal(&fs->wb_work);
+	pthread_mutex_unlock(&fs->wb_lock);
+	return 0;
+fail:
+	if (op)
+		kv_ctx_release(&op->ctx);
+	free(op);
+	free(key);
+	return rc;
+}
+
+/*
+ * Sends one queued delete, with its request id in every attempt (DESIGN §4),
+ * until it succeeds or its deadline passes; the first attempt gets at least
+ * 200 ms. Returns 0 or the client's last result.
+ */
+static int wb_send(struct fs *fs, struct fs_wb_op *op)
+{
+	for (;;) {
+		uint64_t now = fs_mono_ns();
+		uint64_t left_ms = op->deadline_ns > now ? (op->deadline_ns - now) / 1000000u : 0;
+		struct kv_client_call call = fs_call(fs);
+		call.request_id = op->req_id;
+		call.timeout_ms = (uint32_t)(left_ms < 200 ? 200 : left_ms);
+		int rc = kv_client_delete(fs->client, kv_slice_str(op->key), &op->ctx, &call, NULL,
+					  NULL);
+		if (rc >= 0)
+			return 0;
+		if (fs_errno(rc) != -EIO || fs_mono_ns() + 100000000ull >= op->deadline_ns)
+			return rc;
+		struct timespec pause = { 0, 50 * 1000000 };
+		nanosleep(&pause, NULL);
+	}
+}
+
+/*
+ * A delete failed for good: the directory remembers it (the next fsyncdir
+ * or unlink there says EIO), and the name is re-read at its next lookup,
+ * where it shows again.
+ */
+static void wb_failed(struct fs *fs, struct fs_wb_op *op)
+{
+	pthread_mutex_lock(&fs->lock);
+	op->dir->wb_err = -EIO;
+	const char *stored = op->key + op->dir_len + 1;
+	struct fs_dent *d = fs_dir_find(op->dir, stored, strlen(stored));
+	if (d) {
+		d->fetched_ns = 0;
+		d->stale_ns = fs_mono_ns();
+		d->has_own = false;
+	}
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void *wb_main(void *arg)
+{
+	struct fs *fs = arg;
+	pthread_mutex_lock(&fs->wb_lock);
+	for (;;) {
+		while (fs->wb_len == 0 && !fs->wb_stop)
+			pthread_cond_wait(&fs->wb_work, &fs->wb_lock);
+		if (fs->wb_len == 0)
+			break;
+		struct fs_wb_op *op = fs->wb_ring[fs->wb_head];
+		fs->wb_head = (fs->wb_head + 1) % FS_WB_MAX;
+		fs->wb_len--;
+		op->sending = true;
+		pthread_mutex_unlock(&fs->wb_lock);
+		if (wb_send(fs, op) < 0) {
+			kv_warn("kvfs: delete %s (write-behind): %s", op->key,
+				kv_client_errmsg(fs->client));
+			wb_failed(fs, op);
+		}
+		pthread_mutex_lock(&fs->wb_lock);
+		for (size_t i = 0; i < FS_WB_MAX; i++)
+			if (fs->wb_slot[i] == op) {
+				fs->wb_slot[i] = NULL;
+				break;
+			}
+		fs->wb_count--;
+		pthread_cond_broadcast(&fs->wb_done);
+		pthread_mutex_unlock(&fs->wb_lock);
+		fs_unref(fs, op->dir);
+		kv_ctx_release(&op->ctx);
+		free(op->key);
+		free(op);
+		pthread_mutex_lock(&fs->wb_lock);
+	}
+	pthread_mutex_unlock(&fs->wb_lock);
+	return NULL;
+}
+
+/* Starts the workers (fs_init). Fewer, or none, when threads cannot start. */
+static int wb_start(struct fs *fs)
+{
+	pthread_condattr_t ca;
+	pthread_mutex_init(&fs->wb_lock, NULL);
+	pthread_cond_init(&fs->wb_work, NULL);
+	if (pthread_condattr_init(&ca) != 0)
+		return -ENOMEM;
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs->wb_done, &ca);
+	pthread_condattr_destroy(&ca);
+	for (size_t i = 0; i < FS_WB_THREADS; i++) {
+		if (pthread_create(&fs->wb_thread[i], NULL, wb_main, fs) != 0)
+			break;
+		fs->wb_nthreads++;
+	}
+	if (fs->wb_nthreads == 0)
+		kv_warn("kvfs: no write-behind thread: unlinks wait for their deletes");
+	return 0;
+}
+
+/*
+ * Unmount: waits for every queued delete (each ends by its deadline), then
+ * stops and joins the workers.
+ */
+static void wb_stop(struct fs *fs)
+{
+	pthread_mutex_lock(&fs->wb_lock);
+	uint64_t until = wb_backstop(fs);
+	while (fs->wb_count > 0 && wb_wait(fs, until) != ETIMEDOUT)
+		;
+	if (fs->wb_count > 0)
+		kv_warn("kvfs: unmount: %zu deletes still running", fs->wb_count);
+	fs->wb_stop = true;
+	pthread_cond_broadcast(&fs->wb_work);
+	pthread_mutex_unlock(&fs->wb_lock);
+	for (size_t i = 0; i < fs->wb_nthreads; i++)
+		pthread_join(fs->wb_thread[i], NULL);
+	fs->wb_nthreads = 0;
+}
+
 /* Remembers that @base, shown with @nversions versions, was removed. */
 static void ghost_add(struct fs *fs, struct fs_inode *dir, const char *base, uint32_t nversions)
 {
@@ -922,6 +1260,26 @@ static bool ghost_match(struct fs *fs, struct fs_inode *dir, const char *name)
 	return found;
 }
 
+/*
+ * Deletes @stored in @dir with @ctx: queued for the write-behind workers
+ * when @behind (falling back to a synchronous delete when none runs), else
+ * sent now. 0 or -errno.
+ */
+static int remove_key(struct fs *fs, struct fs_inode *dir, const char *stored,
+		      const struct kv_ctx *ctx, bool behind)
+{
+	if (behind) {
+		pthread_mutex_lock(&fs->lock);
+		char *key = fs_child_key(dir->key, stored, strlen(stored));
+		pthread_mutex_unlock(&fs->lock);
+		int rc = key ? wb_queue(fs, dir, key, ctx) : -ENOMEM;
+		if (rc != -EAGAIN)
+			return rc;
+	}
+	return delete_key(fs, dir, stored, ctx);
+}
+
+/* unlink and rmdir (DESIGN §7 "rm name", "rm name.sibling-i"). ns_lock held. */
 static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bool want_dir)
 {
 	struct fs_res r;
@@ -931,9 +1289,18 @@ static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bo
 	struct kv_dot hint;
 	bool has_hint = ino && ino->has_dot;
 	bool pending = ino && ino->data && !ino->has_dot && !ino->unlinked;
+	bool open_here = ino && ino->data;
 	if (has_hint)
 		hint = ino->dot;
 	pthread_mutex_unlock(&fs->lock);
+	/*
+	 * Write-behind (doc/fs.md §5): the unlink of a plain name that is not
+	 * open here, while no cluster call failed lately, answers once its
+	 * delete is queued. Conflicted names, siblings, directories and
+	 * reserved names are removed synchronously below.
+	 */
+	bool behind = !want_dir && !fs->sync_unlink && !open_here &&
+		      !kv_fs_name_is_reserved(name) && !fs_failed_lately(timeout_ns(fs));
 	int rc;
 	/*
 	 * A name this mount wrote last (and nobody re-read since): remove what
@@ -950,7 +1317,7 @@ static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bo
 		pthread_mutex_unlock(&fs->lock);
 	}
 	if (use_own) {
-		rc = delete_key(fs, dir, name, &own);
+		rc = remove_key(fs, dir, name, &own, behind);
 		if (rc == 0)
 			forget_name(fs, dir, name, name, &own);
 		kv_ctx_release(&own);
@@ -997,7 +1364,9 @@ static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bo
 			goto out;
 	}
 	const struct kv_ctx *ctx = r.sibling ? &r.version_ctx : &r.name_ctx;
-	rc = delete_key(fs, dir, r.stored, ctx);
+	behind = behind && r.sibling == 0 && r.nfiles <= 1 && !r.is_dir &&
+		 !kv_fs_name_is_reserved(r.stored);
+	rc = remove_key(fs, dir, r.stored, ctx, behind);
 	if (rc == 0) {
 		if (!want_dir && r.sibling == 0 && r.nfiles > 1)
 			ghost_add(fs, dir, name, (uint32_t)r.nfiles);
@@ -1007,7 +1376,7 @@ static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bo
 		if (d && r.sibling == 0)
 			d->fetched_ns = fs_mono_ns(); /* keep the last listing: siblings unlink quietly */
 		else if (d)
-			d->fetched_ns = 0;
+			d->fetched_ns = 0; /* stale_ns: set by forget_name */
 		pthread_mutex_unlock(&fs->lock);
 	}
 out:
@@ -1023,9 +1392,13 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	pthread_mutex_lock(&fs->ns_lock);
-	int rc = remove_name(fs, dir, name, false);
-	pthread_mutex_unlock(&fs->ns_lock);
+	/* A background delete in this directory failed: say so once (doc/fs.md §5). */
+	int rc = fs_wb_take_error(fs, dir);
+	if (rc == 0) {
+		pthread_mutex_lock(&fs->ns_lock);
+		rc = remove_name(fs, dir, name, false);
+		pthread_mutex_unlock(&fs->ns_lock);
+	}
 	fuse_reply_err(req, -rc);
 	fs_unref(fs, dir);
 }
@@ -1118,6 +1491,10 @@ int fs_init(struct fs *fs, struct kv_client *client, const char *staging_dir)
 	set_meta_struct(fs->root, &m);
 	if (fs_cache_init(fs) < 0)
 		goto nomem;
+	if (wb_start(fs) < 0) {
+		fs_cache_destroy(fs);
+		goto nomem;
+	}
 	return 0;
 nomem:
 	free(fs->by_ino);
@@ -1158,6 +1535,8 @@ void fs_destroy(struct fs *fs)
 	while (fs->list_threads > 0)
 		pthread_cond_wait(&fs->list_cond, &fs->lock);
 	pthread_mutex_unlock(&fs->lock);
+	/* Queued deletes next: `fusermount3 -u` after `rm` leaves nothing behind. */
+	wb_stop(fs);
 	fs_cache_destroy(fs);
 	for (size_t b = 0; b < fs->nbuckets; b++) {
 		struct fs_inode *i = fs->by_ino[b];
@@ -1179,4 +1558,7 @@ void fs_destroy(struct fs *fs)
 	pthread_mutex_destroy(&fs->lock);
 	pthread_mutex_destroy(&fs->ns_lock);
 	pthread_cond_destroy(&fs->list_cond);
+	pthread_mutex_destroy(&fs->wb_lock);
+	pthread_cond_destroy(&fs->wb_work);
+	pthread_cond_destroy(&fs->wb_done);
 }

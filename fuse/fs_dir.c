@@ -494,9 +494,30 @@ void fs_op_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 	fuse_reply_err(req, 0);
 }
 
+/*
+ * Every namespace change is written at W before it returns, except the
+ * deletes of write-behind unlinks (doc/fs.md §5): fsyncdir waits for the
+ * directory's, and reports EIO once when one of them failed.
+ */
 void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, 0); /* every namespace change is written at W before it returns */
+	struct fs *fs = fs_of(req);
+	struct fs_inode *dir = fs_get(fs, n);
+	if (!dir) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	char *key = strdup(dir->key);
+	pthread_mutex_unlock(&fs->lock);
+	int rc = -ENOMEM;
+	if (key) {
+		fs_wb_wait_dir(fs, key);
+		rc = fs_wb_take_error(fs, dir);
+	}
+	free(key);
+	fuse_reply_err(req, -rc);
+	fs_unref(fs, dir);
 }
 
 void fs_op_statfs(fuse_req_t req, fuse_ino_t n)

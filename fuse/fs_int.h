@@ -6,8 +6,9 @@
  *
  * Locks, always taken in this order: fs->ns_lock (namespace changes), then
  * ino->dlock (one inode's data), then fs->lock (tables, attributes, listings;
- * never held across a network call). An open directory's lock (fs_dir.c)
- * comes before fs->lock, never after.
+ * never held across a network call), then fs->wb_lock (the write-behind
+ * unlink queue: last of all, never across a network call). An open
+ * directory's lock (fs_dir.c) comes before fs->lock, never after.
  */
 #ifndef KV_FS_INT_H
 #define KV_FS_INT_H
@@ -97,6 +98,8 @@ struct fs_dent {
 	size_t len;
 	struct kv_dvv set;   /* versions (bodies empty) and context */
 	uint64_t fetched_ns; /* when it was read; 0 = stale, re-read before trusting */
+	uint64_t stale_ns;   /* when this mount last changed it (a read-ahead page asked
+			      * for before then leaves it alone); 0 = never */
 	int8_t child;        /* tombstones only: has a live child? -1 unknown, 0, 1 */
 	bool has_own;        /* this mount wrote the name since it was last read: */
 	struct kv_ctx own_ctx; /* the context that write returned */
@@ -145,12 +148,33 @@ struct fs_inode {
 	int meta_err;
 	uint64_t attr_version;     /* bumped when the shown version changes (keep_cache) */
 	struct fs_dir *dir;        /* directories: the last listing */
+	int wb_err;                /* directories: a write-behind delete in it failed (-EIO) */
 	/* data, guarded by dlock */
 	pthread_mutex_t dlock;
 	struct fs_data *data;
 	uint64_t opened_version;   /* attr_version at the last open (keep_cache) */
 	struct fs_inode *hnext;    /* by-ino hash chain */
 	struct fs_inode *nnext;    /* by-name hash chain */
+};
+
+/*
+ * Write-behind unlink (fs.c, doc/fs.md §5): at most FS_WB_MAX deletes
+ * queued or in flight, sent by FS_WB_THREADS workers.
+ */
+#define FS_WB_MAX 256
+#define FS_WB_THREADS 8
+
+/* One queued delete (fs->wb_lock). */
+struct fs_wb_op {
+	char *key;                    /* the stored key (owned) */
+	uint64_t key_hash;            /* of the key */
+	uint64_t dir_hash;            /* of its directory's key (the first dir_len bytes) */
+	size_t dir_len;
+	struct kv_ctx ctx;            /* what the mount showed: the versions to delete */
+	uint8_t req_id[KV_REQUEST_ID_LEN]; /* the same in every attempt */
+	struct fs_inode *dir;         /* holds a reference */
+	uint64_t deadline_ns;         /* monotonic: the last attempt starts before it */
+	bool sending;                 /* a worker took it */
 };
 
 struct fs {
@@ -198,6 +222,18 @@ struct fs {
 		uint64_t at_ns;
 	} ghosts[32];
 	size_t next_ghost;
+	/* write-behind unlink (fs.c; doc/fs.md §5) */
+	bool sync_unlink;             /* -o sync_unlink: every unlink waits for its delete */
+	pthread_mutex_t wb_lock;
+	pthread_cond_t wb_work;       /* a delete was queued, or stop */
+	pthread_cond_t wb_done;       /* a delete ended (CLOCK_MONOTONIC) */
+	struct fs_wb_op *wb_slot[FS_WB_MAX]; /* queued or in flight, any order */
+	size_t wb_count;
+	struct fs_wb_op *wb_ring[FS_WB_MAX]; /* queued, FIFO */
+	size_t wb_head, wb_len;
+	bool wb_stop;
+	pthread_t wb_thread[FS_WB_THREADS];
+	size_t wb_nthreads;
 };
 
 /* The inode number of a ghost entry: a removed version's sibling name. */
@@ -215,6 +251,20 @@ int fs_finish_intents(struct fs *fs);
 void fs_flush_all(struct fs *fs);
 
 int fs_errno(int rc);
+/* True when a cluster call failed with EIO within the last @window_ns. */
+bool fs_failed_lately(uint64_t window_ns);
+/*
+ * Write-behind unlink (doc/fs.md §5). The waits return once no delete of
+ * the key (of a child of the directory) is queued or in flight; call them
+ * with no lock held but ns_lock or an inode's dlock.
+ */
+void fs_wb_wait_key(struct fs *fs, const char *key);
+void fs_wb_wait_dir(struct fs *fs, const char *dir_key);
+void fs_wb_wait_child(struct fs *fs, struct fs_inode *dir, const char *name, size_t len);
+/* Marks @dir's entries with a queued delete as changed now (stale_ns). fs->lock held. */
+void fs_wb_hold_entries(struct fs *fs, struct fs_inode *dir);
+/* The failure of a write-behind delete in @dir, once (then 0): -EIO or 0. */
+int fs_wb_take_error(struct fs *fs, struct fs_inode *dir);
 uint64_t fs_now_ns(void);
 void fs_ref(struct fs *fs, struct fs_inode *ino);   /* fs->lock held */
 void fs_unref(struct fs *fs, struct fs_inode *ino); /* fs->lock not held */

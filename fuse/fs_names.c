@@ -101,6 +101,7 @@ static int dir_store_in(struct fs_dir *d, const char *name, size_t len, struct k
 	kv_dvv_init(&d->d[at].set);
 	kv_dvv_swap(&d->d[at].set, set);
 	d->d[at].fetched_ns = now;
+	d->d[at].stale_ns = 0;
 	d->d[at].child = 0;
 	d->d[at].has_own = false;
 	kv_ctx_init(&d->d[at].own_ctx);
@@ -130,8 +131,10 @@ struct fs_dent *fs_dent_stale(struct fs_inode *dirino, const char *name)
 			return NULL;
 		d = fs_dir_find(dirino, name, len);
 	}
-	if (d)
+	if (d) {
 		d->fetched_ns = 0;
+		d->stale_ns = fs_mono_ns();
+	}
 	return d;
 }
 
@@ -244,6 +247,8 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 		rc = -ENOMEM;
 		goto out;
 	}
+	/* The directory's queued deletes end first: a listing never shows them. */
+	fs_wb_wait_dir(fs, key);
 	struct kv_client_call call = fs_call(fs);
 	for (int pages = 0; pages < FS_LIST_MAX_PAGES; pages++) {
 		rc = kv_client_list(fs->client, kv_slice_str(key), kv_buf_slice(&cursor), FS_LIST_PAGE,
@@ -288,6 +293,7 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 			kv_dvv_init(&d->set);
 			kv_dvv_swap(&d->set, &e->set);
 			d->fetched_ns = now;
+			d->stale_ns = 0;
 			d->child = 0;
 			d->has_own = false;
 			kv_ctx_init(&d->own_ctx);
@@ -399,12 +405,14 @@ static int set_name(char **dst, size_t *dst_len, const char *p, size_t n)
  * Merges one read-ahead page (names strictly after @after, ascending) into
  * @d: each page entry replaces the listing's, and the listing's names in
  * the covered range that the page does not hold become empty (absent).
- * Entries this mount changed since they were read (fetched_ns 0) stay as
- * they are, to be re-read. @hi: the last covered name, NULL: to the end.
- * Entries move into a new array (O(n + m)). fs->lock held.
+ * Entries this mount changed at or after @asked (when the page was
+ * requested: the page may predate the change) stay as they are; those it
+ * changed before are replaced, stale or not, so the names this mount wrote
+ * are answered from the page too. @hi: the last covered name, NULL: to the
+ * end. Entries move into a new array (O(n + m)). fs->lock held.
  */
 static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_list_page *page,
-		    const struct kv_slice *hi, uint64_t now)
+		    const struct kv_slice *hi, uint64_t now, uint64_t asked)
 {
 	size_t cap = d->n + page->n + 1;
 	struct fs_dent *nd = malloc(cap * sizeof *nd);
@@ -442,7 +450,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 			struct fs_dent *e = &d->d[i++];
 			struct kv_slice en = kv_slice_make(e->name, e->len);
 			bool covered = kv_slice_cmp(en, after) > 0 && (!hi || kv_slice_cmp(en, *hi) <= 0);
-			if (covered && e->fetched_ns != 0) {
+			if (covered && e->stale_ns < asked) {
 				bool was_dir = e->child != 0 || set_has_dir(&e->set);
 				kv_dvv_release(&e->set);
 				kv_dvv_init(&e->set);
@@ -457,7 +465,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 		struct kv_client_list_entry *pe = &page->entries[j];
 		if (c == 0) {
 			struct fs_dent *e = &d->d[i++];
-			if (e->fetched_ns != 0) {
+			if (e->stale_ns < asked) {
 				bool was_dir = e->child != 0 || set_has_dir(&e->set);
 				kv_dvv_swap(&e->set, &pe->set);
 				e->fetched_ns = now;
@@ -475,6 +483,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 		kv_dvv_init(&e->set);
 		kv_dvv_swap(&e->set, &pe->set);
 		e->fetched_ns = now;
+		e->stale_ns = 0;
 		e->child = 0;
 		e->has_own = false;
 		kv_ctx_init(&e->own_ctx);
@@ -506,6 +515,16 @@ static void ra_fetch(struct fs *fs, struct fs_inode *dirino, const char *name, s
 	pthread_mutex_unlock(&fs->lock);
 	if (!key)
 		return;
+	/*
+	 * The directory's queued deletes are not waited for (a page per few
+	 * hundred lookups would drain the queue each time): the entries they
+	 * remove count as changed now, so the merge keeps them as they are
+	 * (doc/fs.md §5). A delete queued after this is newer than @asked too.
+	 */
+	uint64_t asked = fs_mono_ns();
+	pthread_mutex_lock(&fs->lock);
+	fs_wb_hold_entries(fs, dirino);
+	pthread_mutex_unlock(&fs->lock);
 	struct kv_client_call call = fs_call(fs);
 	int rc = kv_client_list(fs->client, kv_slice_str(key), kv_slice_make(name, len), size, &call,
 				&page);
@@ -535,7 +554,7 @@ static void ra_fetch(struct fs *fs, struct fs_inode *dirino, const char *name, s
 	pthread_mutex_lock(&fs->lock);
 	struct fs_dir *d = dir_of(dirino);
 	uint64_t now = fs_mono_ns();
-	rc = d ? ra_merge(d, after, &page, page.more ? &hi : NULL, now) : -ENOMEM;
+	rc = d ? ra_merge(d, after, &page, page.more ? &hi : NULL, now, asked) : -ENOMEM;
 	if (rc == 0)
 		rc = set_name(&d->ra_lo, &d->ra_lo_len, name, len);
 	if (rc == 0 && page.more) {
@@ -593,6 +612,8 @@ static int resolve_in(struct fs *fs, struct fs_inode *dirino, const char *shown,
 {
 	struct kv_fs_view v = KV_FS_VIEW_INIT;
 	int rc;
+	/* A queued delete of this name ends first (doc/fs.md §5). */
+	fs_wb_wait_child(fs, dirino, stored, stored_len);
 	pthread_mutex_lock(&fs->lock);
 	struct fs_dent *d = fs_dir_find(dirino, stored, stored_len);
 	bool fetch = refresh ? !dent_fresh(fs, d) : (d == NULL);
@@ -743,6 +764,7 @@ int fs_dir_has_child(struct fs *fs, const char *key)
 	struct kv_buf cursor = KV_BUF_INIT;
 	struct kv_client_call call = fs_call(fs);
 	int rc = 0;
+	fs_wb_wait_dir(fs, key); /* rmdir after rm of every child sees it empty */
 	for (int pages = 0; pages < FS_LIST_MAX_PAGES; pages++) {
 		rc = kv_client_list(fs->client, kv_slice_str(key), kv_buf_slice(&cursor), 100, &call,
 				    &page);

@@ -90,6 +90,7 @@ static int move_tree(struct fs *fs, const char *src, const char *dst, int depth)
 	int rc;
 	if (depth > 256)
 		return -ELOOP;
+	fs_wb_wait_dir(fs, src); /* queued deletes in it end first (doc/fs.md §5) */
 	/* The directory object itself. */
 	rc = kv_client_get(fs->client, kv_slice_str(src), &call, &set);
 	if (rc < 0)
@@ -325,6 +326,7 @@ static int rename_dir(struct fs *fs, struct fs_inode *dir, const char *name, str
 	if (d) {
 		kv_dvv_discard(&d->set, &d->set.ctx);
 		d->fetched_ns = 0;
+		d->stale_ns = fs_mono_ns();
 		d->has_own = false;
 	}
 	d = fs_dent_stale(ndir, newname);
@@ -539,6 +541,7 @@ static int do_rename(struct fs *fs, struct fs_inode *dir, const char *name, stru
 		if (src_ctx)
 			kv_dvv_discard(&d->set, src_ctx);
 		d->fetched_ns = 0;
+		d->stale_ns = fs_mono_ns();
 		d->has_own = false;
 	}
 	d = fs_dent_stale(ndir, dst.stored);

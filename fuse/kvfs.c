@@ -34,7 +34,7 @@ struct opts {
 	const char *secret_file;
 	const char *cluster_name;
 	const char *data;
-	bool foreground, debug, allow_other, default_permissions;
+	bool foreground, debug, allow_other, default_permissions, sync_unlink;
 	unsigned r, w;
 	double timeout_s, attr_timeout;
 };
@@ -51,7 +51,7 @@ static void usage(FILE *f)
 		"  -f                         stay in the foreground\n"
 		"  -d                         FUSE debug output (implies -f)\n"
 		"  -o r=R,w=W,timeout=SECONDS,attr_timeout=SECONDS,allow_other,\n"
-		"     default_permissions,nodefault_permissions\n"
+		"     default_permissions,nodefault_permissions,sync_unlink\n"
 		"  -h, --help    -V, --version\n"
 		"See kvfs(1).\n");
 }
@@ -89,6 +89,8 @@ static int parse_o(struct opts *o, char *spec)
 			o->default_permissions = true;
 		else if (strcmp(tok, "nodefault_permissions") == 0 && !eq)
 			o->default_permissions = false;
+		else if (strcmp(tok, "sync_unlink") == 0 && !eq)
+			o->sync_unlink = true;
 		else {
 			fprintf(stderr, "kvfs: bad option -o %s%s%s\n", tok, eq ? "=" : "",
 				eq ? eq : "");
@@ -249,6 +251,7 @@ static int run(struct opts *o, const char *prog)
 	fs.w = (uint8_t)o->w;
 	fs.timeout_ms = cc.timeout_ms;
 	fs.attr_timeout = fs.entry_timeout = o->attr_timeout;
+	fs.sync_unlink = o->sync_unlink;
 	/* Directory renames an earlier mount left half done (DESIGN §7). */
 	fs_finish_intents(&fs);
 	fs_lease_start(&fs);

@@ -127,6 +127,11 @@ import os, sys
 d, n = sys.argv[1], int(sys.argv[2])
 for i in range(n):
     os.unlink(os.path.join(d, "f%05d" % i))
+# Unlinks are write-behind (doc/fs.md §5): fsync of the directory waits for
+# their deletes, so the counters below see them all.
+fd = os.open(d, os.O_RDONLY)
+os.fsync(fd)
+os.close(fd)
 EOF
 gets=$(delta '^get_requests$')
 dels=$(delta '^delete_requests$')
