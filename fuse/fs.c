@@ -3,7 +3,7 @@
  * table, lookup, getattr/setattr, mkdir, symlink, create, unlink, rmdir, the
  * operation table and the mount's lifecycle. Names and listings are
  * fs_names.c, rename fs_rename.c, readdir and xattrs fs_dir.c, the data path
- * fs_data.c.
+ * fs_data.c, the write-behind unlink queue fs_wb.c.
  * Design note: doc/fs.md; stored forms and sibling rules: doc/fs-format.md.
  */
 #include <errno.h>
@@ -38,6 +38,11 @@ uint64_t fs_mono_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t fs_timeout_ns(const struct fs *fs)
+{
+	return (uint64_t)fs->timeout_ms * 1000000ull;
 }
 
 /* When a cluster call last failed with EIO (monotonic ns; 0: never). */
@@ -356,7 +361,6 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 }
 
 static bool ghost_match(struct fs *fs, struct fs_inode *dir, const char *name);
-static void wb_wait_ino(struct fs *fs, struct fs_inode *ino);
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
@@ -492,7 +496,7 @@ int fs_change_meta(struct fs *fs, struct fs_inode *ino, const struct stat *attr,
 {
 	int rc;
 	struct kv_buf xs = KV_BUF_INIT;
-	wb_wait_ino(fs, ino); /* a queued delete of the key goes first (doc/fs.md §5) */
+	fs_wb_wait_ino(fs, ino); /* a queued delete of the key goes first (doc/fs.md §5) */
 	pthread_mutex_lock(&ino->dlock);
 	rc = fs_data_acquire(fs, ino, false);
 	if (rc < 0)
@@ -904,330 +908,6 @@ static int delete_key(struct fs *fs, struct fs_inode *dir, const char *stored,
 	return fs_errno(rc);
 }
 
-/* ---- write-behind unlink (doc/fs.md §5) ---- */
-
-static uint64_t hash_bytes(const char *p, size_t n)
-{
-	uint64_t h = 1469598103934665603ull;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
-	return h;
-}
-
-static uint64_t timeout_ns(const struct fs *fs)
-{
-	return (uint64_t)fs->timeout_ms * 1000000ull;
-}
-
-/*
- * Waits on wb_done until @until_ns (monotonic). Deletes end by their
- * deadlines; this bound is a backstop. Returns ETIMEDOUT past it. wb_lock held.
- */
-static int wb_wait(struct fs *fs, uint64_t until_ns)
-{
-	if (fs_mono_ns() >= until_ns)
-		return ETIMEDOUT;
-	struct timespec ts = { (time_t)(until_ns / 1000000000u), (long)(until_ns % 1000000000u) };
-	return pthread_cond_timedwait(&fs->wb_done, &fs->wb_lock, &ts);
-}
-
-/* The backstop of a wait for deletes: two timeouts and a second. */
-static uint64_t wb_backstop(const struct fs *fs)
-{
-	return fs_mono_ns() + 2 * timeout_ns(fs) + 1000000000ull;
-}
-
-/* True when a delete of @key is queued or in flight. wb_lock held. */
-static bool wb_has_key(const struct fs *fs, uint64_t h, const char *key)
-{
-	for (size_t i = 0; i < FS_WB_MAX; i++) {
-		const struct fs_wb_op *op = fs->wb_slot[i];
-		if (op && op->key_hash == h && strcmp(op->key, key) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* True when a delete of a child of @dir_key is queued or in flight. wb_lock held. */
-static bool wb_has_dir(const struct fs *fs, uint64_t h, const char *dir_key, size_t len)
-{
-	for (size_t i = 0; i < FS_WB_MAX; i++) {
-		const struct fs_wb_op *op = fs->wb_slot[i];
-		if (op && op->dir_hash == h && op->dir_len == len && memcmp(op->key, dir_key, len) == 0)
-			return true;
-	}
-	return false;
-}
-
-void fs_wb_wait_key(struct fs *fs, const char *key)
-{
-	uint64_t h = hash_bytes(key, strlen(key)), until = 0;
-	pthread_mutex_lock(&fs->wb_lock);
-	while (fs->wb_count > 0 && wb_has_key(fs, h, key)) {
-		if (until == 0)
-			until = wb_backstop(fs);
-		if (wb_wait(fs, until) == ETIMEDOUT) {
-			kv_warn("kvfs: %s: the queued delete did not end in time", key);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&fs->wb_lock);
-}
-
-void fs_wb_wait_dir(struct fs *fs, const char *dir_key)
-{
-	size_t len = strlen(dir_key);
-	uint64_t h = hash_bytes(dir_key, len), until = 0;
-	pthread_mutex_lock(&fs->wb_lock);
-	while (fs->wb_count > 0 && wb_has_dir(fs, h, dir_key, len)) {
-		if (until == 0)
-			until = wb_backstop(fs);
-		if (wb_wait(fs, until) == ETIMEDOUT) {
-			kv_warn("kvfs: %s/: the queued deletes did not end in time", dir_key);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&fs->wb_lock);
-}
-
-void fs_wb_wait_child(struct fs *fs, struct fs_inode *dir, const char *name, size_t len)
-{
-	pthread_mutex_lock(&fs->wb_lock);
-	bool any = fs->wb_count > 0;
-	pthread_mutex_unlock(&fs->wb_lock);
-	if (!any)
-		return;
-	pthread_mutex_lock(&fs->lock);
-	char *key = fs_child_key(dir->key, name, len);
-	pthread_mutex_unlock(&fs->lock);
-	if (key)
-		fs_wb_wait_key(fs, key);
-	free(key);
-}
-
-void fs_wb_hold_entries(struct fs *fs, struct fs_inode *dir)
-{
-	if (!dir->dir)
-		return;
-	size_t len = strlen(dir->key);
-	uint64_t h = hash_bytes(dir->key, len), now = fs_mono_ns();
-	pthread_mutex_lock(&fs->wb_lock);
-	for (size_t i = 0; i < FS_WB_MAX && fs->wb_count > 0; i++) {
-		const struct fs_wb_op *op = fs->wb_slot[i];
-		if (!op || op->dir_hash != h || op->dir_len != len ||
-		    memcmp(op->key, dir->key, len) != 0)
-			continue;
-		const char *stored = op->key + len + 1;
-		struct fs_dent *d = fs_dir_find(dir, stored, strlen(stored));
-		if (d)
-			d->stale_ns = now;
-	}
-	pthread_mutex_unlock(&fs->wb_lock);
-}
-
-/* fs_wb_wait_key() of @ino's key, when any delete is queued. No lock held. */
-static void wb_wait_ino(struct fs *fs, struct fs_inode *ino)
-{
-	pthread_mutex_lock(&fs->wb_lock);
-	bool any = fs->wb_count > 0;
-	pthread_mutex_unlock(&fs->wb_lock);
-	if (!any)
-		return;
-	pthread_mutex_lock(&fs->lock);
-	char *key = strdup(ino->key);
-	pthread_mutex_unlock(&fs->lock);
-	if (key)
-		fs_wb_wait_key(fs, key);
-	free(key);
-}
-
-int fs_wb_take_error(struct fs *fs, struct fs_inode *dir)
-{
-	pthread_mutex_lock(&fs->lock);
-	int rc = dir->wb_err;
-	dir->wb_err = 0;
-	pthread_mutex_unlock(&fs->lock);
-	return rc;
-}
-
-/*
- * Queues the delete of @key (taken: freed on failure too) with a copy of
- * @ctx, in @dir (the op takes a reference). Waits for room (at most
- * FS_WB_MAX queued or in flight: backpressure). Returns 0; -EAGAIN when no
- * worker runs (delete synchronously instead); -ENOMEM.
- */
-static int wb_queue(struct fs *fs, struct fs_inode *dir, char *key, const struct kv_ctx *ctx)
-{
-	struct fs_wb_op *op = NULL;
-	int rc;
-	if (fs->wb_nthreads == 0) {
-		rc = -EAGAIN;
-		goto fail;
-	}
-	op = calloc(1, sizeof *op);
-	if (!op) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	kv_ctx_init(&op->ctx);
-	rc = kv_ctx_copy(&op->ctx, ctx);
-	if (rc < 0)
-		goto fail;
-	op->key = key;
-	const char *slash = strrchr(key, '/');
-	op->dir_len = slash ? (size_t)(slash - key) : 0;
-	op->key_hash = hash_bytes(key, strlen(key));
-	op->dir_hash = hash_bytes(key, op->dir_len);
-	kv_client_request_id(op->req_id);
-	pthread_mutex_lock(&fs->lock);
-	dir->refs++;
-	pthread_mutex_unlock(&fs->lock);
-	op->dir = dir;
-	pthread_mutex_lock(&fs->wb_lock);
-	while (fs->wb_count == FS_WB_MAX)
-		pthread_cond_wait(&fs->wb_done, &fs->wb_lock); /* ends by the deadlines */
-	op->deadline_ns = fs_mono_ns() + timeout_ns(fs);
-	for (size_t i = 0; i < FS_WB_MAX; i++)
-		if (!fs->wb_slot[i]) {
-			fs->wb_slot[i] = op;
-			break;
-		}
-	fs->wb_count++;
-	fs->wb_ring[(fs->wb_head + fs->wb_len) % FS_WB_MAX] = op;
-	fs->wb_len++;
-	pthread_cond_signal(&fs->wb_work);
-	pthread_mutex_unlock(&fs->wb_lock);
-	return 0;
-fail:
-	if (op)
-		kv_ctx_release(&op->ctx);
-	free(op);
-	free(key);
-	return rc;
-}
-
-/*
- * Sends one queued delete, with its request id in every attempt (DESIGN §4),
- * until it succeeds or its deadline passes; the first attempt gets at least
- * 200 ms. Returns 0 or the client's last result.
- */
-static int wb_send(struct fs *fs, struct fs_wb_op *op)
-{
-	for (;;) {
-		uint64_t now = fs_mono_ns();
-		uint64_t left_ms = op->deadline_ns > now ? (op->deadline_ns - now) / 1000000u : 0;
-		struct kv_client_call call = fs_call(fs);
-		call.request_id = op->req_id;
-		call.timeout_ms = (uint32_t)(left_ms < 200 ? 200 : left_ms);
-		int rc = kv_client_delete(fs->client, kv_slice_str(op->key), &op->ctx, &call, NULL,
-					  NULL);
-		if (rc >= 0)
-			return 0;
-		if (fs_errno(rc) != -EIO || fs_mono_ns() + 100000000ull >= op->deadline_ns)
-			return rc;
-		struct timespec pause = { 0, 50 * 1000000 };
-		nanosleep(&pause, NULL);
-	}
-}
-
-/*
- * A delete failed for good: the directory remembers it (the next fsyncdir
- * or unlink there says EIO), and the name is re-read at its next lookup,
- * where it shows again.
- */
-static void wb_failed(struct fs *fs, struct fs_wb_op *op)
-{
-	pthread_mutex_lock(&fs->lock);
-	op->dir->wb_err = -EIO;
-	const char *stored = op->key + op->dir_len + 1;
-	struct fs_dent *d = fs_dir_find(op->dir, stored, strlen(stored));
-	if (d) {
-		d->fetched_ns = 0;
-		d->stale_ns = fs_mono_ns();
-		d->has_own = false;
-	}
-	pthread_mutex_unlock(&fs->lock);
-}
-
-static void *wb_main(void *arg)
-{
-	struct fs *fs = arg;
-	pthread_mutex_lock(&fs->wb_lock);
-	for (;;) {
-		while (fs->wb_len == 0 && !fs->wb_stop)
-			pthread_cond_wait(&fs->wb_work, &fs->wb_lock);
-		if (fs->wb_len == 0)
-			break;
-		struct fs_wb_op *op = fs->wb_ring[fs->wb_head];
-		fs->wb_head = (fs->wb_head + 1) % FS_WB_MAX;
-		fs->wb_len--;
-		op->sending = true;
-		pthread_mutex_unlock(&fs->wb_lock);
-		if (wb_send(fs, op) < 0) {
-			kv_warn("kvfs: delete %s (write-behind): %s", op->key,
-				kv_client_errmsg(fs->client));
-			wb_failed(fs, op);
-		}
-		pthread_mutex_lock(&fs->wb_lock);
-		for (size_t i = 0; i < FS_WB_MAX; i++)
-			if (fs->wb_slot[i] == op) {
-				fs->wb_slot[i] = NULL;
-				break;
-			}
-		fs->wb_count--;
-		pthread_cond_broadcast(&fs->wb_done);
-		pthread_mutex_unlock(&fs->wb_lock);
-		fs_unref(fs, op->dir);
-		kv_ctx_release(&op->ctx);
-		free(op->key);
-		free(op);
-		pthread_mutex_lock(&fs->wb_lock);
-	}
-	pthread_mutex_unlock(&fs->wb_lock);
-	return NULL;
-}
-
-/* Starts the workers (fs_init). Fewer, or none, when threads cannot start. */
-static int wb_start(struct fs *fs)
-{
-	pthread_condattr_t ca;
-	pthread_mutex_init(&fs->wb_lock, NULL);
-	pthread_cond_init(&fs->wb_work, NULL);
-	if (pthread_condattr_init(&ca) != 0)
-		return -ENOMEM;
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&fs->wb_done, &ca);
-	pthread_condattr_destroy(&ca);
-	for (size_t i = 0; i < FS_WB_THREADS; i++) {
-		if (pthread_create(&fs->wb_thread[i], NULL, wb_main, fs) != 0)
-			break;
-		fs->wb_nthreads++;
-	}
-	if (fs->wb_nthreads == 0)
-		kv_warn("kvfs: no write-behind thread: unlinks wait for their deletes");
-	return 0;
-}
-
-/*
- * Unmount: waits for every queued delete (each ends by its deadline), then
- * stops and joins the workers.
- */
-static void wb_stop(struct fs *fs)
-{
-	pthread_mutex_lock(&fs->wb_lock);
-	uint64_t until = wb_backstop(fs);
-	while (fs->wb_count > 0 && wb_wait(fs, until) != ETIMEDOUT)
-		;
-	if (fs->wb_count > 0)
-		kv_warn("kvfs: unmount: %zu deletes still running", fs->wb_count);
-	fs->wb_stop = true;
-	pthread_cond_broadcast(&fs->wb_work);
-	pthread_mutex_unlock(&fs->wb_lock);
-	for (size_t i = 0; i < fs->wb_nthreads; i++)
-		pthread_join(fs->wb_thread[i], NULL);
-	fs->wb_nthreads = 0;
-}
-
 /* Remembers that @base, shown with @nversions versions, was removed. */
 static void ghost_add(struct fs *fs, struct fs_inode *dir, const char *base, uint32_t nversions)
 {
@@ -1272,7 +952,7 @@ static int remove_key(struct fs *fs, struct fs_inode *dir, const char *stored,
 		pthread_mutex_lock(&fs->lock);
 		char *key = fs_child_key(dir->key, stored, strlen(stored));
 		pthread_mutex_unlock(&fs->lock);
-		int rc = key ? wb_queue(fs, dir, key, ctx) : -ENOMEM;
+		int rc = key ? fs_wb_queue(fs, dir, key, ctx) : -ENOMEM;
 		if (rc != -EAGAIN)
 			return rc;
 	}
@@ -1300,7 +980,7 @@ static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bo
 	 * reserved names are removed synchronously below.
 	 */
 	bool behind = !want_dir && !fs->sync_unlink && !open_here &&
-		      !kv_fs_name_is_reserved(name) && !fs_failed_lately(timeout_ns(fs));
+		      !kv_fs_name_is_reserved(name) && !fs_failed_lately(fs_timeout_ns(fs));
 	int rc;
 	/*
 	 * A name this mount wrote last (and nobody re-read since): remove what
@@ -1491,7 +1171,7 @@ int fs_init(struct fs *fs, struct kv_client *client, const char *staging_dir)
 	set_meta_struct(fs->root, &m);
 	if (fs_cache_init(fs) < 0)
 		goto nomem;
-	if (wb_start(fs) < 0) {
+	if (fs_wb_start(fs) < 0) {
 		fs_cache_destroy(fs);
 		goto nomem;
 	}
@@ -1536,7 +1216,7 @@ void fs_destroy(struct fs *fs)
 		pthread_cond_wait(&fs->list_cond, &fs->lock);
 	pthread_mutex_unlock(&fs->lock);
 	/* Queued deletes next: `fusermount3 -u` after `rm` leaves nothing behind. */
-	wb_stop(fs);
+	fs_wb_stop(fs);
 	fs_cache_destroy(fs);
 	for (size_t b = 0; b < fs->nbuckets; b++) {
 		struct fs_inode *i = fs->by_ino[b];

@@ -20,33 +20,12 @@
 #include "util/error.h"
 #include "util/log.h"
 
-/*
- * Chunks the cache keeps (4 MiB each): the read-ahead window, the chunk
- * being read and a few behind it, so that the least recently used slot is
- * always one already read.
- */
-#define CACHE_SLOTS 10
 /* Chunks read ahead of a sequential reader (at most FS_PREFETCH_QUEUE). */
 #define READAHEAD_CHUNKS 4
 /* Attempts of one chunk upload within a flush. */
 #define CHUNK_PUT_TRIES 2
 /* Chunk uploads a flush keeps in flight (each holds one chunk buffer). */
 #define UPLOAD_THREADS 4
-
-/*
- * One chunk of the cache. A slot is free (neither flag), loading (one
- * thread fetches it; others wait on cache_cond) or valid. A valid slot with
- * refs > 0 is being replied from and is never evicted. All fields: cache_lock.
- */
-struct fs_cache_slot {
-	uint8_t hash[KV_FS_HASH_LEN];
-	uint8_t *buf;
-	size_t len;
-	uint64_t used;
-	int refs;
-	bool valid;
-	bool loading;
-};
 
 /*
  * Background uploads of all writing inodes together: each holds a chunk
@@ -66,47 +45,9 @@ struct fs_cache_slot {
  * each holds one chunk buffer; beyond this, writes go to staging files.
  */
 #define WBUFS_MAX 4
-/* Free chunk buffers kept for reuse (see cbuf_get). */
-#define CBUF_KEEP 8
 
-static uint64_t cache_tick;
 static atomic_int uploads_running;
 static atomic_int wbufs_active;
-
-/*
- * Chunk-sized buffers (write buffers, uploads, flush threads) are reused
- * from a small free list rather than left to malloc: a fresh 4 MiB buffer
- * costs a thousand page faults on zeroed pages, more than the copy into it
- * (doc/fs.md §4 "Memory").
- */
-static pthread_mutex_t cbuf_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t *cbuf_free[CBUF_KEEP];
-static size_t cbuf_nfree;
-
-/* A KV_FS_CHUNK_SIZE buffer (contents undefined), or NULL. Free it with cbuf_put(). */
-static uint8_t *cbuf_get(void)
-{
-	uint8_t *b = NULL;
-	pthread_mutex_lock(&cbuf_lock);
-	if (cbuf_nfree > 0)
-		b = cbuf_free[--cbuf_nfree];
-	pthread_mutex_unlock(&cbuf_lock);
-	return b ? b : malloc(KV_FS_CHUNK_SIZE);
-}
-
-/* Gives back a buffer from cbuf_get() (NULL is ignored). */
-static void cbuf_put(uint8_t *b)
-{
-	if (!b)
-		return;
-	pthread_mutex_lock(&cbuf_lock);
-	if (cbuf_nfree < CBUF_KEEP) {
-		cbuf_free[cbuf_nfree++] = b;
-		b = NULL;
-	}
-	pthread_mutex_unlock(&cbuf_lock);
-	free(b);
-}
 
 /*
  * One background upload: hashes and stores chunk @index (@len bytes), read
@@ -136,255 +77,11 @@ static void jobs_reap(struct fs_data *d, bool wait, bool apply);
 static void wbuf_drop(struct fs_data *d)
 {
 	if (d->wbuf) {
-		cbuf_put(d->wbuf);
+		fs_cbuf_put(d->wbuf);
 		d->wbuf = NULL;
 		atomic_fetch_sub(&wbufs_active, 1);
 	}
 	d->wbuf_len = 0;
-}
-
-/* ---- chunk cache and read-ahead ---- */
-
-/* The slot that holds or is loading @hash, or NULL. cache_lock held. */
-static struct fs_cache_slot *cache_find(struct fs *fs, const uint8_t *hash)
-{
-	for (size_t i = 0; i < fs->ncache; i++) {
-		struct fs_cache_slot *s = &fs->cache[i];
-		if ((s->valid || s->loading) && memcmp(s->hash, hash, KV_FS_HASH_LEN) == 0)
-			return s;
-	}
-	return NULL;
-}
-
-/*
- * Takes the least recently used slot that nobody uses for loading @hash,
- * or returns NULL when every slot is in use. cache_lock held.
- */
-static struct fs_cache_slot *cache_claim(struct fs *fs, const uint8_t *hash)
-{
-	struct fs_cache_slot *victim = NULL;
-	for (size_t i = 0; i < fs->ncache; i++) {
-		struct fs_cache_slot *s = &fs->cache[i];
-		if (s->loading || s->refs > 0)
-			continue;
-		if (!s->valid) {
-			victim = s;
-			break;
-		}
-		if (!victim || s->used < victim->used)
-			victim = s;
-	}
-	if (!victim)
-		return NULL;
-	free(victim->buf);
-	victim->buf = NULL;
-	victim->len = 0;
-	victim->valid = false;
-	victim->loading = true;
-	memcpy(victim->hash, hash, KV_FS_HASH_LEN);
-	return victim;
-}
-
-/* Fetches chunk @hash from one replica; the client checks it against its hash. */
-static int chunk_fetch(struct fs *fs, const uint8_t *hash, struct kv_buf *out)
-{
-	uint8_t key[KV_FS_CHUNK_KEY_LEN];
-	kv_fs_chunk_key(hash, key);
-	struct kv_client_call call = fs_call(fs);
-	int rc = KV_ECORRUPT;
-	for (int tries = 0; tries < 2 && rc == KV_ECORRUPT; tries++) {
-		/*
-		 * kv_client_chunk_get() checks the bytes against the hash in
-		 * the key (DESIGN §7 "Objects": read from one replica and
-		 * checked); hashing them again here would double the cost.
-		 */
-		rc = kv_client_chunk_get(fs->client, kv_slice_make(key, sizeof key), &call, out);
-		if (rc == 0 && out->n > ((size_t)1 << KV_FS_CHUNK_SHIFT_MAX))
-			rc = KV_ECORRUPT;
-	}
-	if (rc < 0) {
-		kv_warn("kvfs: chunk read failed: %s (%s)", kv_strerror(rc),
-			kv_client_errmsg(fs->client));
-		kv_buf_release(out);
-		return -EIO;
-	}
-	return 0;
-}
-
-/* Ends the load of @s: fills it from @b (taken) or frees it on error. cache_lock held. */
-static void cache_fill(struct fs *fs, struct fs_cache_slot *s, int rc, struct kv_buf *b)
-{
-	s->loading = false;
-	if (rc == 0) {
-		s->buf = kv_buf_detach(b, &s->len);
-		s->valid = true;
-		s->used = ++cache_tick;
-	}
-	pthread_cond_broadcast(&fs->cache_cond);
-}
-
-/*
- * Returns chunk @hash in *out with a reference (chunk_put() drops it): from
- * the cache, by waiting for the thread that loads it, or by fetching it.
- * No lock held. 0 or -EIO.
- */
-static int chunk_get(struct fs *fs, const uint8_t *hash, struct fs_cache_slot **out)
-{
-	pthread_mutex_lock(&fs->cache_lock);
-	for (;;) {
-		struct fs_cache_slot *s = cache_find(fs, hash);
-		if (s && s->valid) {
-			s->refs++;
-			s->used = ++cache_tick;
-			*out = s;
-			pthread_mutex_unlock(&fs->cache_lock);
-			return 0;
-		}
-		if (!s)
-			s = cache_claim(fs, hash);
-		else
-			s = NULL; /* loading: wait for it */
-		if (!s) {
-			pthread_cond_wait(&fs->cache_cond, &fs->cache_lock);
-			continue;
-		}
-		pthread_mutex_unlock(&fs->cache_lock);
-		struct kv_buf b = KV_BUF_INIT;
-		int rc = chunk_fetch(fs, hash, &b);
-		pthread_mutex_lock(&fs->cache_lock);
-		cache_fill(fs, s, rc, &b);
-		if (rc == 0) {
-			s->refs++;
-			*out = s;
-		}
-		pthread_mutex_unlock(&fs->cache_lock);
-		return rc;
-	}
-}
-
-/* Drops the reference chunk_get() gave. */
-static void chunk_put(struct fs *fs, struct fs_cache_slot *s)
-{
-	pthread_mutex_lock(&fs->cache_lock);
-	if (--s->refs == 0)
-		pthread_cond_broadcast(&fs->cache_cond);
-	pthread_mutex_unlock(&fs->cache_lock);
-}
-
-/* Reads [off, off+len) of chunk @hash through the cache (zeros past its end). */
-static int chunk_read(struct fs *fs, const uint8_t *hash, size_t off, size_t len, uint8_t *dst)
-{
-	struct fs_cache_slot *s;
-	int rc = chunk_get(fs, hash, &s);
-	if (rc < 0)
-		return rc;
-	size_t have = off < s->len ? s->len - off : 0;
-	size_t n = have < len ? have : len;
-	if (n)
-		memcpy(dst, s->buf + off, n);
-	if (n < len)
-		memset(dst + n, 0, len - n);
-	chunk_put(fs, s);
-	return 0;
-}
-
-static void *prefetch_main(void *arg)
-{
-	struct fs *fs = arg;
-	pthread_mutex_lock(&fs->cache_lock);
-	while (!fs->prefetch_stop) {
-		if (fs->prefetch_len == 0) {
-			pthread_cond_wait(&fs->cache_cond, &fs->cache_lock);
-			continue;
-		}
-		uint8_t hash[KV_FS_HASH_LEN];
-		memcpy(hash, fs->prefetch_queue[fs->prefetch_head], sizeof hash);
-		fs->prefetch_head = (fs->prefetch_head + 1) % FS_PREFETCH_QUEUE;
-		fs->prefetch_len--;
-		if (cache_find(fs, hash))
-			continue;
-		struct fs_cache_slot *s = cache_claim(fs, hash);
-		if (!s)
-			continue; /* every slot in use: no read-ahead now */
-		pthread_mutex_unlock(&fs->cache_lock);
-		struct kv_buf b = KV_BUF_INIT;
-		int rc = chunk_fetch(fs, hash, &b);
-		pthread_mutex_lock(&fs->cache_lock);
-		cache_fill(fs, s, rc, &b);
-	}
-	pthread_mutex_unlock(&fs->cache_lock);
-	return NULL;
-}
-
-/* Queues chunk @hash for the read-ahead threads (started on first use). */
-static void prefetch(struct fs *fs, const uint8_t *hash)
-{
-	pthread_mutex_lock(&fs->cache_lock);
-	if (cache_find(fs, hash))
-		goto out;
-	for (size_t i = 0; i < fs->prefetch_len; i++)
-		if (memcmp(fs->prefetch_queue[(fs->prefetch_head + i) % FS_PREFETCH_QUEUE], hash,
-			   KV_FS_HASH_LEN) == 0)
-			goto out;
-	while (fs->prefetch_nthreads < FS_PREFETCH_THREADS &&
-	       pthread_create(&fs->prefetch_thread[fs->prefetch_nthreads], NULL, prefetch_main,
-			      fs) == 0)
-		fs->prefetch_nthreads++;
-	if (fs->prefetch_len == FS_PREFETCH_QUEUE) {
-		/* Full: the oldest wish goes (its reader has probably moved on). */
-		fs->prefetch_head = (fs->prefetch_head + 1) % FS_PREFETCH_QUEUE;
-		fs->prefetch_len--;
-	}
-	memcpy(fs->prefetch_queue[(fs->prefetch_head + fs->prefetch_len) % FS_PREFETCH_QUEUE], hash,
-	       KV_FS_HASH_LEN);
-	fs->prefetch_len++;
-	pthread_cond_broadcast(&fs->cache_cond);
-out:
-	pthread_mutex_unlock(&fs->cache_lock);
-}
-
-int fs_cache_init(struct fs *fs)
-{
-	fs->cache = calloc(CACHE_SLOTS, sizeof *fs->cache);
-	if (!fs->cache)
-		return -ENOMEM;
-	fs->ncache = CACHE_SLOTS;
-	pthread_mutex_init(&fs->cache_lock, NULL);
-	pthread_cond_init(&fs->cache_cond, NULL);
-	pthread_cond_init(&fs->lease_cond, NULL);
-	return 0;
-}
-
-int fs_lease_start(struct fs *fs)
-{
-	if (pthread_create(&fs->lease_thread, NULL, lease_main, fs) != 0)
-		return -EAGAIN;
-	fs->lease_started = true;
-	return 0;
-}
-
-void fs_cache_destroy(struct fs *fs)
-{
-	pthread_mutex_lock(&fs->cache_lock);
-	fs->prefetch_stop = true;
-	pthread_cond_broadcast(&fs->cache_cond);
-	pthread_cond_broadcast(&fs->lease_cond);
-	pthread_mutex_unlock(&fs->cache_lock);
-	for (size_t i = 0; i < fs->prefetch_nthreads; i++)
-		pthread_join(fs->prefetch_thread[i], NULL);
-	if (fs->lease_started)
-		pthread_join(fs->lease_thread, NULL);
-	for (size_t i = 0; i < fs->ncache; i++)
-		free(fs->cache[i].buf);
-	free(fs->cache);
-	fs->cache = NULL;
-	pthread_mutex_lock(&cbuf_lock);
-	while (cbuf_nfree > 0)
-		free(cbuf_free[--cbuf_nfree]);
-	pthread_mutex_unlock(&cbuf_lock);
-	pthread_mutex_destroy(&fs->cache_lock);
-	pthread_cond_destroy(&fs->cache_cond);
-	pthread_cond_destroy(&fs->lease_cond);
 }
 
 /* ---- the data state ---- */
@@ -538,16 +235,16 @@ static int stage_chunk(struct fs *fs, struct fs_data *d, uint64_t i)
 		return rc;
 	}
 	case FS_CHUNK_STORED: {
-		uint8_t *buf = cbuf_get();
+		uint8_t *buf = fs_cbuf_get();
 		if (!buf)
 			return -ENOMEM;
 		if (kv_fs_hash_is_hole(d->sent[i]))
 			memset(buf, 0, KV_FS_CHUNK_SIZE); /* it was all zeros */
 		else
-			rc = chunk_read(fs, d->sent[i], 0, KV_FS_CHUNK_SIZE, buf);
+			rc = fs_chunk_read(fs, d->sent[i], 0, KV_FS_CHUNK_SIZE, buf);
 		if (rc == 0)
 			rc = pwrite_full(d->staging_fd, buf, KV_FS_CHUNK_SIZE, i * KV_FS_CHUNK_SIZE);
-		cbuf_put(buf);
+		fs_cbuf_put(buf);
 		if (rc == 0)
 			d->cstate[i] = FS_CHUNK_SENT;
 		return rc;
@@ -562,7 +259,7 @@ static int stage_chunk(struct fs *fs, struct fs_data *d, uint64_t i)
 		uint8_t *buf = malloc(len);
 		if (!buf)
 			return -ENOMEM;
-		rc = chunk_read(fs, d->base.chunks[i].hash, 0, len, buf);
+		rc = fs_chunk_read(fs, d->base.chunks[i].hash, 0, len, buf);
 		if (rc == 0)
 			rc = pwrite_full(d->staging_fd, buf, len, i * KV_FS_CHUNK_SIZE);
 		free(buf);
@@ -605,7 +302,7 @@ static int read_span(struct fs *fs, struct fs_data *d, const struct kv_fs_span *
 		return 0;
 	}
 	if (st == FS_CHUNK_STORED)
-		return chunk_read(fs, d->sent[s->index], s->offset, s->len, dst);
+		return fs_chunk_read(fs, d->sent[s->index], s->offset, s->len, dst);
 	if (st != FS_CHUNK_BASE)
 		return pread_full(d->staging_fd, dst, s->len, s->file_offset);
 	if (s->index >= d->base.n || kv_fs_hash_is_hole(d->base.chunks[s->index].hash) ||
@@ -613,7 +310,7 @@ static int read_span(struct fs *fs, struct fs_data *d, const struct kv_fs_span *
 		memset(dst, 0, s->len);
 		return 0;
 	}
-	return chunk_read(fs, d->base.chunks[s->index].hash, s->offset, s->len, dst);
+	return fs_chunk_read(fs, d->base.chunks[s->index].hash, s->offset, s->len, dst);
 }
 
 static int read_range(struct fs *fs, struct fs_data *d, uint8_t *dst, uint64_t off, uint64_t len)
@@ -942,7 +639,7 @@ static void read_ahead(struct fs *fs, struct fs_data *d, uint64_t off, uint64_t 
 		     next++)
 			if (cstate_of(d, next) == FS_CHUNK_BASE &&
 			    !kv_fs_hash_is_hole(d->base.chunks[next].hash))
-				prefetch(fs, d->base.chunks[next].hash);
+				fs_prefetch(fs, d->base.chunks[next].hash);
 	}
 	d->last_read_end = off + len;
 }
@@ -997,11 +694,11 @@ static void *job_main(void *arg)
 	if (j->buf) {
 		j->rc = store_chunk(j->fs, j->buf, j->len, j->hash);
 	} else {
-		uint8_t *buf = cbuf_get();
+		uint8_t *buf = fs_cbuf_get();
 		j->rc = buf ? pread_full(j->fd, buf, j->len, j->index * KV_FS_CHUNK_SIZE) : -ENOMEM;
 		if (j->rc == 0)
 			j->rc = store_chunk(j->fs, buf, j->len, j->hash);
-		cbuf_put(buf);
+		fs_cbuf_put(buf);
 	}
 	atomic_store(&j->done, true);
 	return NULL;
@@ -1053,7 +750,7 @@ static void job_reap(struct fs_data *d, size_t k, bool apply)
 			d->cstate[j->index] = FS_CHUNK_DIRTY;
 		}
 	}
-	cbuf_put(j->buf);
+	fs_cbuf_put(j->buf);
 	free(j);
 	memmove(&d->jobs[k], &d->jobs[k + 1], (d->njobs - k - 1) * sizeof d->jobs[0]);
 	d->njobs--;
@@ -1160,7 +857,7 @@ static int mem_begin(struct fs *fs, struct fs_data *d, uint64_t i)
 		atomic_fetch_sub(&wbufs_active, 1);
 		return 0;
 	}
-	d->wbuf = cbuf_get();
+	d->wbuf = fs_cbuf_get();
 	if (!d->wbuf) {
 		atomic_fetch_sub(&wbufs_active, 1);
 		return 0;
@@ -1283,7 +980,7 @@ static void *upload_main(void *arg)
 		uint8_t hash[KV_FS_HASH_LEN];
 		const uint8_t *p = u->d->wbuf; /* the chunk kept in memory (build_body filled it) */
 		if (cstate_of(u->d, i) != FS_CHUNK_MEM) {
-			if (!cbuf && !(cbuf = cbuf_get())) {
+			if (!cbuf && !(cbuf = fs_cbuf_get())) {
 				rc = -ENOMEM;
 				continue;
 			}
@@ -1295,7 +992,7 @@ static void *upload_main(void *arg)
 		if (rc == 0)
 			memcpy(ref->hash, hash, KV_FS_HASH_LEN); /* zeros: the placeholder hole stays */
 	}
-	cbuf_put(cbuf);
+	fs_cbuf_put(cbuf);
 	return NULL;
 }
 
@@ -1592,6 +1289,14 @@ out:
 
 /* ---- chunk leases ---- */
 
+int fs_lease_start(struct fs *fs)
+{
+	if (pthread_create(&fs->lease_thread, NULL, lease_main, fs) != 0)
+		return -EAGAIN;
+	fs->lease_started = true;
+	return 0;
+}
+
 /* How often the chunks of open files are touched: well within the gc grace (1 h). */
 #define LEASE_INTERVAL_S 600
 
@@ -1760,7 +1465,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off, struct fus
 		 * goes from the cache slot, which the reference keeps alive.
 		 */
 		struct fs_cache_slot *s;
-		int rc = chunk_get(fs, hash, &s);
+		int rc = fs_chunk_get(fs, hash, &s);
 		if (rc < 0) {
 			fuse_reply_err(req, -rc);
 		} else if (coff + clen <= s->len) {
@@ -1769,7 +1474,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off, struct fus
 			fuse_reply_err(req, EIO); /* shorter than the manifest says */
 		}
 		if (rc == 0)
-			chunk_put(fs, s);
+			fs_chunk_put(fs, s);
 		fs_unref(fs, ino);
 		return;
 	}

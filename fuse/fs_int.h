@@ -130,6 +130,21 @@ struct fs_dir {
 #define FS_RA_START 128
 #define FS_RA_MIN 64
 
+/*
+ * One chunk of the cache. A slot is free (neither flag), loading (one
+ * thread fetches it; others wait on cache_cond) or valid. A valid slot with
+ * refs > 0 is being replied from and is never evicted. All fields: cache_lock.
+ */
+struct fs_cache_slot {
+	uint8_t hash[KV_FS_HASH_LEN];
+	uint8_t *buf;
+	size_t len;
+	uint64_t used;
+	int refs;
+	bool valid;
+	bool loading;
+};
+
 struct fs_inode {
 	fuse_ino_t ino;
 	uint64_t nlookup;          /* kernel references */
@@ -265,6 +280,19 @@ void fs_wb_wait_child(struct fs *fs, struct fs_inode *dir, const char *name, siz
 void fs_wb_hold_entries(struct fs *fs, struct fs_inode *dir);
 /* The failure of a write-behind delete in @dir, once (then 0): -EIO or 0. */
 int fs_wb_take_error(struct fs *fs, struct fs_inode *dir);
+/* fs_wb_wait_key() of @ino's key, when any delete is queued. No lock held. */
+void fs_wb_wait_ino(struct fs *fs, struct fs_inode *ino);
+/*
+ * Queues the delete of @key (taken: freed on failure too) with a copy of
+ * @ctx, in @dir. Waits for room. 0; -EAGAIN when no worker runs (delete
+ * synchronously instead); -ENOMEM.
+ */
+int fs_wb_queue(struct fs *fs, struct fs_inode *dir, char *key, const struct kv_ctx *ctx);
+/* Starts the workers (fs_init); unmount: drains the queue, joins them. */
+int fs_wb_start(struct fs *fs);
+void fs_wb_stop(struct fs *fs);
+/* The mount's per-call timeout in nanoseconds. */
+uint64_t fs_timeout_ns(const struct fs *fs);
 uint64_t fs_now_ns(void);
 void fs_ref(struct fs *fs, struct fs_inode *ino);   /* fs->lock held */
 void fs_unref(struct fs *fs, struct fs_inode *ino); /* fs->lock not held */
@@ -301,7 +329,21 @@ ssize_t fs_data_write(struct fs *fs, struct fs_inode *ino, const char *buf, size
 		      uint64_t off);
 /* Reads a whole body of a version (inline or chunked) into @out: symlink-free files only. */
 void fs_data_free(struct fs_data *d);
+/* ---- fs_cache.c ---- */
 int fs_cache_init(struct fs *fs);
+/* A KV_FS_CHUNK_SIZE buffer (contents undefined), or NULL; give it back with fs_cbuf_put(). */
+uint8_t *fs_cbuf_get(void);
+void fs_cbuf_put(uint8_t *b); /* NULL is ignored */
+/*
+ * The cache slot of chunk @hash, fetched and verified if it is not there,
+ * with one reference: give it back with fs_chunk_put(). 0 or -errno.
+ */
+int fs_chunk_get(struct fs *fs, const uint8_t *hash, struct fs_cache_slot **out);
+void fs_chunk_put(struct fs *fs, struct fs_cache_slot *s);
+/* Copies [@off, @off + @len) of chunk @hash (through the cache) to @dst. 0 or -errno. */
+int fs_chunk_read(struct fs *fs, const uint8_t *hash, size_t off, size_t len, uint8_t *dst);
+/* Queues chunk @hash for the read-ahead threads (best effort). */
+void fs_prefetch(struct fs *fs, const uint8_t *hash);
 /* Starts the thread that renews the chunk leases of open files (after any fork). */
 int fs_lease_start(struct fs *fs);
 /* Touches the chunks of @ino's open version (a lease). dlock held. 0 or -errno. */
