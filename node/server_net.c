@@ -221,13 +221,12 @@ static int conn_flush(struct srv_conn *c)
 	}
 	wr->c = c;
 	wr->n = c->obuf.n - done;
-	if (done > 0) {
-		memmove(c->obuf.p, c->obuf.p + done, wr->n);
-		c->obuf.n = wr->n;
-	}
-	wr->p = kv_buf_detach(&c->obuf, &wr->n);
+	/* The rest is written from where the kernel stopped taking it: no
+	 * memmove of what can be megabytes (a chunk frame). */
+	size_t whole;
+	wr->p = kv_buf_detach(&c->obuf, &whole);
 	wr->req.data = wr;
-	ub = uv_buf_init((char *)wr->p, (unsigned)wr->n);
+	ub = uv_buf_init((char *)wr->p + done, (unsigned)wr->n);
 	int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &ub, 1, write_cb);
 	if (rc != 0) {
 		c->queued_bytes -= wr->n;
