@@ -56,6 +56,29 @@ static int move_versions(struct fs *fs, const char *src_key, const char *dst_key
 }
 
 /* Rewrites the keys of @dir_key's subtree in the inode table. fs->lock held. */
+/*
+ * A moved directory's last listing describes the old keys: their versions
+ * and contexts, not those move_tree() just wrote at the new ones. Every
+ * entry is made stale (re-read before it is trusted, and kept by a
+ * read-ahead page asked for before now), so a later put there carries the
+ * new keys' contexts (a rename onto a moved name replaced nothing before
+ * this). The entries stay: an open directory's snapshot may point at them.
+ * fs->lock held.
+ */
+static void forget_listing(struct fs_dir *d)
+{
+	if (!d)
+		return;
+	uint64_t now = fs_mono_ns();
+	d->listed_ns = 0;
+	d->ra_ns = 0;
+	for (size_t j = 0; j < d->n; j++) {
+		d->d[j].fetched_ns = 0;
+		d->d[j].stale_ns = now;
+		d->d[j].has_own = false;
+	}
+}
+
 static void rekey_subtree(struct fs *fs, const char *old_key, const char *new_key)
 {
 	size_t ol = strlen(old_key);
@@ -71,6 +94,7 @@ static void rekey_subtree(struct fs *fs, const char *old_key, const char *new_ke
 			memcpy(k + nl, i->key + ol, rest + 1);
 			free(i->key);
 			i->key = k;
+			forget_listing(i->dir);
 		}
 }
 
