@@ -40,65 +40,66 @@ static uint64_t wb_backstop(const struct fs *fs)
 	return fs_mono_ns() + 2 * fs_timeout_ns(fs) + 1000000000ull;
 }
 
-/* True when a delete of @key is queued or in flight. wb_lock held. */
-static bool wb_has_key(const struct fs *fs, uint64_t h, const char *key)
+/*
+ * Whether @op deletes @key itself (@dir false) or a child of the directory
+ * @key (@dir true); @h is the hash of @key's @len bytes.
+ */
+static bool wb_matches(const struct fs_wb_op *op, bool dir, uint64_t h, const char *key, size_t len)
 {
-	for (size_t i = 0; i < FS_WB_MAX; i++) {
-		const struct fs_wb_op *op = fs->wb_slot[i];
-		if (op && op->key_hash == h && strcmp(op->key, key) == 0)
+	if (dir)
+		return op->dir_hash == h && op->dir_len == len && memcmp(op->key, key, len) == 0;
+	return op->key_hash == h && strcmp(op->key, key) == 0;
+}
+
+/* True when a matching delete is queued or in flight. wb_lock held. */
+static bool wb_has(const struct fs *fs, bool dir, uint64_t h, const char *key, size_t len)
+{
+	for (size_t i = 0; i < FS_WB_MAX; i++)
+		if (fs->wb_slot[i] && wb_matches(fs->wb_slot[i], dir, h, key, len))
 			return true;
-	}
 	return false;
 }
 
-/* True when a delete of a child of @dir_key is queued or in flight. wb_lock held. */
-static bool wb_has_dir(const struct fs *fs, uint64_t h, const char *dir_key, size_t len)
+/* Waits until no delete of @key (@dir: of a child of @key) is queued or in flight. */
+static void wb_wait_for(struct fs *fs, const char *key, bool dir)
 {
-	for (size_t i = 0; i < FS_WB_MAX; i++) {
-		const struct fs_wb_op *op = fs->wb_slot[i];
-		if (op && op->dir_hash == h && op->dir_len == len && memcmp(op->key, dir_key, len) == 0)
-			return true;
+	size_t len = strlen(key);
+	uint64_t h = hash_bytes(key, len), until = 0;
+	pthread_mutex_lock(&fs->wb_lock);
+	while (fs->wb_count > 0 && wb_has(fs, dir, h, key, len)) {
+		if (until == 0)
+			until = wb_backstop(fs);
+		if (wb_wait(fs, until) == ETIMEDOUT) {
+			kv_warn("kvfs: %s%s: the queued deletes did not end in time", key,
+				dir ? "/" : "");
+			break;
+		}
 	}
-	return false;
+	pthread_mutex_unlock(&fs->wb_lock);
 }
 
 void fs_wb_wait_key(struct fs *fs, const char *key)
 {
-	uint64_t h = hash_bytes(key, strlen(key)), until = 0;
-	pthread_mutex_lock(&fs->wb_lock);
-	while (fs->wb_count > 0 && wb_has_key(fs, h, key)) {
-		if (until == 0)
-			until = wb_backstop(fs);
-		if (wb_wait(fs, until) == ETIMEDOUT) {
-			kv_warn("kvfs: %s: the queued delete did not end in time", key);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&fs->wb_lock);
+	wb_wait_for(fs, key, false);
 }
 
 void fs_wb_wait_dir(struct fs *fs, const char *dir_key)
 {
-	size_t len = strlen(dir_key);
-	uint64_t h = hash_bytes(dir_key, len), until = 0;
+	wb_wait_for(fs, dir_key, true);
+}
+
+/* True when no delete is queued or in flight (the cheap check first). */
+static bool wb_idle(struct fs *fs)
+{
 	pthread_mutex_lock(&fs->wb_lock);
-	while (fs->wb_count > 0 && wb_has_dir(fs, h, dir_key, len)) {
-		if (until == 0)
-			until = wb_backstop(fs);
-		if (wb_wait(fs, until) == ETIMEDOUT) {
-			kv_warn("kvfs: %s/: the queued deletes did not end in time", dir_key);
-			break;
-		}
-	}
+	bool idle = fs->wb_count == 0;
 	pthread_mutex_unlock(&fs->wb_lock);
+	return idle;
 }
 
 void fs_wb_wait_child(struct fs *fs, struct fs_inode *dir, const char *name, size_t len)
 {
-	pthread_mutex_lock(&fs->wb_lock);
-	bool any = fs->wb_count > 0;
-	pthread_mutex_unlock(&fs->wb_lock);
-	if (!any)
+	if (wb_idle(fs))
 		return;
 	pthread_mutex_lock(&fs->lock);
 	char *key = fs_child_key(dir->key, name, len);
@@ -117,8 +118,7 @@ void fs_wb_hold_entries(struct fs *fs, struct fs_inode *dir)
 	pthread_mutex_lock(&fs->wb_lock);
 	for (size_t i = 0; i < FS_WB_MAX && fs->wb_count > 0; i++) {
 		const struct fs_wb_op *op = fs->wb_slot[i];
-		if (!op || op->dir_hash != h || op->dir_len != len ||
-		    memcmp(op->key, dir->key, len) != 0)
+		if (!op || !wb_matches(op, true, h, dir->key, len))
 			continue;
 		const char *stored = op->key + len + 1;
 		struct fs_dent *d = fs_dir_find(dir, stored, strlen(stored));
@@ -131,10 +131,7 @@ void fs_wb_hold_entries(struct fs *fs, struct fs_inode *dir)
 /* fs_wb_wait_key() of @ino's key, when any delete is queued. No lock held. */
 void fs_wb_wait_ino(struct fs *fs, struct fs_inode *ino)
 {
-	pthread_mutex_lock(&fs->wb_lock);
-	bool any = fs->wb_count > 0;
-	pthread_mutex_unlock(&fs->wb_lock);
-	if (!any)
+	if (wb_idle(fs))
 		return;
 	pthread_mutex_lock(&fs->lock);
 	char *key = strdup(ino->key);
