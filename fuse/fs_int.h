@@ -327,10 +327,11 @@ int fs_data_set_meta(struct fs_inode *ino, const struct kv_fs_meta *m);
 ssize_t fs_data_read(struct fs *fs, struct fs_inode *ino, char *buf, size_t len, uint64_t off);
 ssize_t fs_data_write(struct fs *fs, struct fs_inode *ino, const char *buf, size_t len,
 		      uint64_t off);
-/* Reads a whole body of a version (inline or chunked) into @out: symlink-free files only. */
 void fs_data_free(struct fs_data *d);
+
 /* ---- fs_cache.c ---- */
 int fs_cache_init(struct fs *fs);
+void fs_cache_destroy(struct fs *fs);
 /* A KV_FS_CHUNK_SIZE buffer (contents undefined), or NULL; give it back with fs_cbuf_put(). */
 uint8_t *fs_cbuf_get(void);
 void fs_cbuf_put(uint8_t *b); /* NULL is ignored */
@@ -344,6 +345,8 @@ void fs_chunk_put(struct fs *fs, struct fs_cache_slot *s);
 int fs_chunk_read(struct fs *fs, const uint8_t *hash, size_t off, size_t len, uint8_t *dst);
 /* Queues chunk @hash for the read-ahead threads (best effort). */
 void fs_prefetch(struct fs *fs, const uint8_t *hash);
+
+/* ---- fs_lease.c ---- */
 /* Starts the thread that renews the chunk leases of open files (after any fork). */
 int fs_lease_start(struct fs *fs);
 /* Touches the chunks of @ino's open version (a lease). dlock held. 0 or -errno. */
@@ -355,8 +358,8 @@ int fs_data_lease(struct fs *fs, struct fs_inode *ino);
  * Deleted at the last release. ino->dlock held.
  */
 int fs_data_pin(struct fs *fs, struct fs_inode *ino);
-void fs_cache_destroy(struct fs *fs);
 
+/* ---- the file operations (fs_data.c; create: fs.c) ---- */
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		  struct fuse_file_info *fi);
