@@ -255,79 +255,6 @@ static void test_vfs__pwrite_pread_round_trip(void **state)
 	assert_int_equal(kv_file_close(f), 0);
 }
 
-/*
- * KV_VFS_DIRECT changes nothing a caller sees: aligned and unaligned
- * buffers, lengths and offsets (direct I/O where allowed, the page cache
- * for the rest, or for all of it on tmpfs) read back byte for byte.
- */
-static void test_vfs__direct_writes_read_back(void **state)
-{
-	struct fx *fx = *state;
-	size_t big = (3u << 20) + 4096 + 5;
-	uint8_t *src = malloc(big + 4096 + 1), *got = malloc(big + 4096);
-	assert_non_null(src);
-	assert_non_null(got);
-	for (size_t i = 0; i < big + 4096 + 1; i++)
-		src[i] = (uint8_t)(i * 7 + (i >> 12));
-	struct kv_file *f = NULL;
-	int flags = KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_EXCL | KV_VFS_DIRECT;
-	assert_int_equal(kv_vfs_open(fx->vfs, P(fx, "d"), flags, &f), 0);
-	/* Unaligned source (bounce buffer, several pieces) with a tail. */
-	assert_int_equal(kv_file_pwrite(f, src + 1, big, 0), 0);
-	/* Then an unaligned offset, then an append. */
-	assert_int_equal(kv_file_pwrite(f, "XYZ", 3, 4097), 0);
-	assert_int_equal(kv_file_append(f, "end", 3), 0);
-	assert_int_equal(kv_file_sync(f), 0);
-	uint64_t size = 0;
-	assert_int_equal(kv_file_size(f, &size), 0);
-	assert_int_equal(size, big + 3);
-	assert_int_equal(kv_file_close(f), 0);
-	memcpy(src + 1 + 4097, "XYZ", 3);
-	assert_int_equal(kv_vfs_open(fx->vfs, P(fx, "d"), KV_VFS_READ, &f), 0);
-	assert_int_equal(kv_file_read_exact(f, got, big + 3, 0), 0);
-	assert_memory_equal(got, src + 1, big);
-	assert_memory_equal(got + big, "end", 3);
-	assert_int_equal(kv_file_close(f), 0);
-
-	/* An aligned source, a whole number of blocks, at an aligned offset. */
-	uint8_t *al = NULL;
-	assert_int_equal(posix_memalign((void **)&al, 4096, 8192), 0);
-	memset(al, 0xa5, 8192);
-	assert_int_equal(kv_vfs_open(fx->vfs, P(fx, "e"), flags, &f), 0);
-	assert_int_equal(kv_file_pwrite(f, al, 8192, 0), 0);
-	assert_int_equal(kv_file_pwrite(f, al, 4096, 8192), 0);
-	assert_int_equal(kv_file_sync(f), 0);
-	assert_int_equal(kv_file_close(f), 0);
-	assert_int_equal(kv_vfs_open(fx->vfs, P(fx, "e"), KV_VFS_READ, &f), 0);
-	assert_int_equal(kv_file_read_exact(f, got, 12288, 0), 0);
-	for (size_t i = 0; i < 12288; i++)
-		assert_int_equal(got[i], 0xa5);
-	assert_int_equal(kv_file_close(f), 0);
-	free(al);
-	free(src);
-	free(got);
-}
-
-/* Where O_DIRECT is refused at open (tmpfs), the page cache takes over. */
-static void test_vfs__direct_falls_back_on_tmpfs(void **state)
-{
-	(void)state;
-	char dir[] = "/dev/shm/kvfs-test-vfs-XXXXXX";
-	if (!mkdtemp(dir))
-		skip();
-	char path[64];
-	snprintf(path, sizeof path, "%s/f", dir);
-	struct kv_vfs *v = kv_vfs_posix();
-	struct kv_file *f = NULL;
-	assert_int_equal(kv_vfs_open(v, path, KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_DIRECT, &f), 0);
-	assert_int_equal(kv_file_pwrite(f, "hello", 5, 0), 0);
-	assert_int_equal(kv_file_sync(f), 0);
-	assert_int_equal(kv_file_close(f), 0);
-	assert_file(v, path, "hello");
-	assert_int_equal(kv_vfs_remove(v, path), 0);
-	assert_int_equal(rmdir(dir), 0);
-}
-
 static void test_vfs__append_writes_at_end(void **state)
 {
 	struct fx *fx = *state;
@@ -1482,8 +1409,6 @@ int main(void)
 		BOTH(test_vfs__create_excl_refuses_existing),
 		BOTH(test_vfs__trunc_empties_file),
 		BOTH(test_vfs__pwrite_pread_round_trip),
-		BOTH(test_vfs__direct_writes_read_back),
-		{ "test_vfs__direct_falls_back_on_tmpfs", test_vfs__direct_falls_back_on_tmpfs, NULL, NULL, NULL },
 		BOTH(test_vfs__append_writes_at_end),
 		BOTH(test_vfs__truncate_shrinks_and_extends_with_zeros),
 		BOTH(test_vfs__read_exact_past_end_is_corrupt),
