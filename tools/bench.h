@@ -77,6 +77,12 @@ struct bench_hist {
 void bench_hist_init(struct bench_hist *h);
 void bench_hist_add(struct bench_hist *h, uint64_t ns);
 void bench_hist_merge(struct bench_hist *into, const struct bench_hist *from);
+/*
+ * @out = the samples of @now that @then (an earlier copy of the same
+ * cumulative histogram) did not have. min and max stay @now's: bounds only.
+ */
+void bench_hist_since(struct bench_hist *out, const struct bench_hist *now,
+		      const struct bench_hist *then);
 /* The value below which @q (0..1) of the samples fall, in nanoseconds. */
 double bench_hist_quantile(const struct bench_hist *h, double q);
 

@@ -1109,6 +1109,9 @@ static int run_phase(struct run *run, bool preload, double *secs)
 
 	uint64_t last_ops = 0, last_ns = run->start_ns;
 	unsigned second = 0;
+	struct bench_hist *last_hist = calloc(2, sizeof(*last_hist));
+	if (last_hist)
+		bench_hist_init(last_hist);
 	while (ret == 0 && !preload && f->progress) {
 		uint64_t tick = run->start_ns + (uint64_t)(second + 1) * 1000000000u;
 		if (tick > run->end_ns)
@@ -1120,13 +1123,21 @@ static int run_phase(struct run *run, bool preload, double *secs)
 		struct op_stats all;
 		collect(run, N_OPS, &all);
 		uint64_t now = kv_now_ns();
-		fprintf(stderr, "[%4us] %9.0f ops/s  %llu ops  %llu errors  p99 %.0f us so far\n",
+		double p99_second = 0;
+		if (last_hist) {
+			bench_hist_since(&last_hist[1], &all.hist, &last_hist[0]);
+			p99_second = bench_hist_quantile(&last_hist[1], 0.99) / 1e3;
+			last_hist[0] = all.hist;
+		}
+		fprintf(stderr, "[%4us] %9.0f ops/s  %llu ops  %llu errors  p99 %.0f us so far,"
+			" %.0f us this second\n",
 			second, (double)(all.ops - last_ops) * 1e9 / (double)(now - last_ns),
 			(unsigned long long)all.ops, (unsigned long long)all.errors,
-			bench_hist_quantile(&all.hist, 0.99) / 1e3);
+			bench_hist_quantile(&all.hist, 0.99) / 1e3, p99_second);
 		last_ops = all.ops;
 		last_ns = now;
 	}
+	free(last_hist);
 	uint64_t finish = run->start_ns;
 	for (unsigned i = 0; i < started; i++) {
 		pthread_join(run->workers[i].thread, NULL);

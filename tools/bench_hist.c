@@ -66,6 +66,16 @@ void bench_hist_merge(struct bench_hist *into, const struct bench_hist *from)
 		into->buckets[b] += from->buckets[b];
 }
 
+void bench_hist_since(struct bench_hist *out, const struct bench_hist *now,
+		      const struct bench_hist *then)
+{
+	*out = *now;
+	out->count -= then->count;
+	out->sum_ns -= then->sum_ns;
+	for (unsigned b = 0; b < BENCH_HIST_BUCKETS; b++)
+		out->buckets[b] -= then->buckets[b];
+}
+
 double bench_hist_quantile(const struct bench_hist *h, double q)
 {
 	if (h->count == 0)
