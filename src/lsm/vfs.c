@@ -4,6 +4,7 @@
 #include "lsm/vfs.h"
 
 #include <stdlib.h>
+#include <time.h>
 
 #include "util/error.h"
 
@@ -30,4 +31,23 @@ int kv_file_read_exact(struct kv_file *f, void *buf, size_t n, uint64_t off)
 		off += (uint64_t)r;
 	}
 	return 0;
+}
+
+int kv_vfs_remove_gently(struct kv_vfs *v, const char *path)
+{
+	struct kv_file *f = NULL;
+	uint64_t size = 0;
+	if (kv_vfs_open(v, path, KV_VFS_WRITE, &f) == 0) {
+		if (kv_file_size(f, &size) == 0) {
+			while (size > KV_VFS_REMOVE_STEP) {
+				size -= KV_VFS_REMOVE_STEP;
+				if (kv_file_truncate(f, size) != 0)
+					break;
+				struct timespec ts = { 0, 1000000 };
+				nanosleep(&ts, NULL);
+			}
+		}
+		kv_file_close(f);
+	}
+	return kv_vfs_remove(v, path);
 }

@@ -64,6 +64,13 @@ struct kv_file_ops {
 	 * Returns NULL when the file cannot be mapped.
 	 */
 	const uint8_t *(*map)(struct kv_file *f, uint64_t *len);
+	/*
+	 * Optional (NULL: nothing to do). Starts writing @n bytes at @off to
+	 * the device without waiting for them: a hint that keeps a long
+	 * sequential write from piling up in the page cache and then in
+	 * front of everyone else's sync. Only sync makes anything durable.
+	 */
+	int (*writeback)(struct kv_file *f, uint64_t off, uint64_t n);
 };
 
 struct kv_file {
@@ -112,6 +119,16 @@ static inline int kv_vfs_remove(struct kv_vfs *v, const char *path)
 {
 	return v->ops->remove(v, path);
 }
+/*
+ * Removes @path after truncating it KV_VFS_REMOVE_STEP bytes at a time, 1 ms
+ * apart: on a file system mounted with "discard" an unlink trims the whole
+ * file at once and the device serves nothing else meanwhile; this spreads
+ * the trims out (db_recycle.c has the figures). Returns kv_vfs_remove's
+ * result; a file that cannot be opened or truncated is simply removed.
+ * Blocks for about 1 ms per step: never on a latency-critical thread.
+ */
+#define KV_VFS_REMOVE_STEP (1u << 20)
+int kv_vfs_remove_gently(struct kv_vfs *v, const char *path);
 static inline int kv_vfs_mkdir(struct kv_vfs *v, const char *path)
 {
 	return v->ops->mkdir(v, path);
@@ -153,6 +170,10 @@ static inline int kv_file_append(struct kv_file *f, const void *buf, size_t n)
 static inline int kv_file_sync(struct kv_file *f)
 {
 	return f->ops->sync(f);
+}
+static inline int kv_file_writeback(struct kv_file *f, uint64_t off, uint64_t n)
+{
+	return f->ops->writeback ? f->ops->writeback(f, off, n) : 0;
 }
 static inline int kv_file_size(struct kv_file *f, uint64_t *out)
 {

@@ -255,6 +255,15 @@ static int posix_close(struct kv_file *f)
 	return r < 0 && errno != EINTR ? -errno : 0;
 }
 
+static int posix_writeback(struct kv_file *f, uint64_t off, uint64_t n)
+{
+	/* Asynchronous: queue the dirty pages for writing, wait for nothing. */
+	if (sync_file_range(posix_fd(f), (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE) < 0 &&
+	    errno != EINTR)
+		return -errno;
+	return 0;
+}
+
 static const struct kv_file_ops posix_file_ops = {
 	.pread = posix_pread,
 	.pwrite = posix_pwrite,
@@ -264,6 +273,7 @@ static const struct kv_file_ops posix_file_ops = {
 	.truncate = posix_truncate,
 	.close = posix_close,
 	.map = posix_map,
+	.writeback = posix_writeback,
 };
 
 static int wrap_fd(int fd, struct kv_file **out)

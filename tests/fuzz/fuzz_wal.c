@@ -92,7 +92,7 @@ static int bf_close(struct kv_file *f)
 }
 
 static const struct kv_file_ops bf_ops = {
-	bf_pread, bf_pwrite, bf_append, bf_sync, bf_size, bf_truncate, bf_close, NULL,
+	bf_pread, bf_pwrite, bf_append, bf_sync, bf_size, bf_truncate, bf_close, NULL, NULL,
 };
 
 static void check_log(const uint8_t *data, size_t size)

@@ -125,7 +125,7 @@ static int mf_close(struct kv_file *f)
 }
 
 static const struct kv_file_ops mf_ops = {
-	mf_pread, mf_pwrite, mf_append, mf_sync, mf_size, mf_truncate, mf_close, NULL,
+	mf_pread, mf_pwrite, mf_append, mf_sync, mf_size, mf_truncate, mf_close, NULL, NULL,
 };
 
 static void mf_init(struct memfile *m)
