@@ -109,7 +109,8 @@ static void gather_copy(struct gather *g, uint8_t *dst, size_t n)
 	}
 }
 
-int kv_wal_addv(struct kv_wal_writer *w, const struct kv_slice *parts, size_t nparts)
+/* Appends a record of @parts, or (@finish) the END fragment. */
+static int add(struct kv_wal_writer *w, const struct kv_slice *parts, size_t nparts, bool finish)
 {
 	if (w->error)
 		return w->error;
@@ -145,6 +146,8 @@ int kv_wal_addv(struct kv_wal_writer *w, const struct kv_slice *parts, size_t np
 		bool end = frag == left;
 		uint8_t type = begin ? (end ? KV_WAL_FULL : KV_WAL_FIRST)
 				     : (end ? KV_WAL_LAST : KV_WAL_MIDDLE);
+		if (finish)
+			type = KV_WAL_END; /* (no payload: one fragment) */
 		kv_put_le16(out + HDR_LENGTH, (uint16_t)frag);
 		out[HDR_TYPE] = type;
 		kv_put_le32(out + HDR_LOGNUM, w->log_number);
@@ -179,9 +182,19 @@ int kv_wal_addv(struct kv_wal_writer *w, const struct kv_slice *parts, size_t np
 	return 0;
 }
 
+int kv_wal_addv(struct kv_wal_writer *w, const struct kv_slice *parts, size_t nparts)
+{
+	return add(w, parts, nparts, false);
+}
+
 int kv_wal_add(struct kv_wal_writer *w, struct kv_slice payload)
 {
 	return kv_wal_addv(w, &payload, 1);
+}
+
+int kv_wal_finish(struct kv_wal_writer *w)
+{
+	return add(w, NULL, 0, true);
 }
 
 int kv_wal_sync(struct kv_wal_writer *w)
@@ -245,6 +258,7 @@ enum frag_kind {
 	FRAG_BAD,   /* damage, already counted as pending */
 	FRAG_STALE, /* a sound fragment of another log, counted as pending */
 	FRAG_END,   /* end of file */
+	FRAG_FINISH, /* this log's END fragment: nothing after it is this log's */
 };
 
 struct frag {
@@ -381,6 +395,18 @@ static int next_fragment(struct kv_wal_reader *r, struct frag *f)
 		const uint8_t *h = r->block + r->pos;
 		uint64_t off = r->block_off + r->pos;
 		size_t len = kv_get_le16(h + HDR_LENGTH);
+		static const uint8_t zero_header[KV_WAL_HEADER];
+		if (!memcmp(h, zero_header, KV_WAL_HEADER)) {
+			/*
+			 * Eleven zero bytes: zeroed space (a spare file written
+			 * with zeros), never a header. Like a stale fragment it
+			 * ends a log quietly, and is a bad region when good
+			 * records follow; the rest of the block is skipped.
+			 */
+			pend(r, off, left, true);
+			r->pos = r->block_len;
+			return FRAG_STALE;
+		}
 		if (len > left - KV_WAL_HEADER ||
 		    kv_get_le32(h + HDR_CHECKSUM) !=
 			    kv_checksum32(h + HDR_TYPE, CHECKSUMMED_HEADER + len)) {
@@ -401,6 +427,8 @@ static int next_fragment(struct kv_wal_reader *r, struct frag *f)
 			return FRAG_STALE;
 		}
 		uint8_t type = h[HDR_TYPE];
+		if (type == KV_WAL_END)
+			return FRAG_FINISH;
 		if (type >= KV_WAL_SKIPPABLE) {
 			r->stats.skipped_records++;
 			continue;
@@ -445,6 +473,17 @@ int kv_wal_read(struct kv_wal_reader *r, struct kv_buf *record)
 		}
 		if (kind == FRAG_END) {
 			pending_finish(r);
+			r->done = true;
+			kv_buf_reset(record);
+			return 0;
+		}
+		if (kind == FRAG_FINISH) {
+			/* A sound fragment of this log: damage before it was a
+			 * bad region; what follows it (a recycled file's old
+			 * contents) is not this log's. */
+			pending_commit(r);
+			r->stats.end_offset = r->block_off + r->pos;
+			r->stats.finished = true;
 			r->done = true;
 			kv_buf_reset(record);
 			return 0;

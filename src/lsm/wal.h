@@ -40,6 +40,12 @@ enum kv_wal_type {
 	 * may skip.
 	 */
 	KV_WAL_SKIPPABLE = 128,
+	/*
+	 * The writer finished the log here (a length-0 fragment): nothing
+	 * after it belongs to this log, whatever it looks like. In the
+	 * skippable range, so a reader that predates it skips it.
+	 */
+	KV_WAL_END = 128,
 };
 
 /* ---- Writer -------------------------------------------------------------- */
@@ -86,6 +92,14 @@ int kv_wal_add(struct kv_wal_writer *w, struct kv_slice payload);
 int kv_wal_addv(struct kv_wal_writer *w, const struct kv_slice *parts, size_t nparts);
 
 /*
+ * Ends the log with an END fragment, so that whatever the file holds after it
+ * (a recycled file's old contents) is never read as this log's, not even as
+ * a torn tail. Not synced. The writer must not add anything after it.
+ * Returns 0 or the (sticky) error; a failed writer writes nothing.
+ */
+int kv_wal_finish(struct kv_wal_writer *w);
+
+/*
  * Makes every record added so far durable (kv_file_sync; no system call when
  * nothing was added since the last sync). Returns 0 or the sticky error.
  */
@@ -110,11 +124,12 @@ struct kv_wal_stats {
 	uint64_t bad_regions;     /* damaged stretches followed by a good record */
 	uint64_t bytes_skipped;   /* bytes in those stretches: possible loss */
 	bool torn_tail;           /* the log ends in damage (a half-written
-				   * record, garbage or zeros): normal after a
-				   * crash, nothing acknowledged is lost */
+				   * record or garbage): normal after a crash,
+				   * nothing acknowledged is lost */
 	uint64_t tail_bytes;      /* bytes of that torn tail */
-	uint64_t stale_bytes;     /* trailing records of an older log (a
-				   * recycled file): the normal end */
+	uint64_t stale_bytes;     /* trailing records of an older log, or zeros
+				   * (a recycled or spare file): the normal end */
+	bool finished;            /* the log ends in its writer's END fragment */
 	uint64_t skipped_records; /* records of types >= 128 passed over */
 	uint64_t end_offset;      /* file offset just past the last good record */
 };

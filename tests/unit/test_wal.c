@@ -711,7 +711,7 @@ static void test_wal__torn_tail_is_ignored(void **state)
 	mf_free(&f);
 }
 
-static void test_wal__zeros_at_the_end_are_a_torn_tail(void **state)
+static void test_wal__zeros_at_the_end_end_the_log(void **state)
 {
 	(void)state;
 	struct memfile f;
@@ -720,15 +720,99 @@ static void test_wal__zeros_at_the_end_are_a_torn_tail(void **state)
 	struct recs want, got;
 	struct kv_wal_stats st;
 	write_log(&f, LOGNUM, sizes, 1, &want);
-	/* The file system extended the file but never wrote the data. */
+	/* A spare file of zeros, or a file system that extended the file but
+	 * never wrote the data: eleven zero bytes are never a header. */
 	mf_truncate(&f.base, 3 * KV_WAL_BLOCK + 17);
 	read_log(&f, LOGNUM, &got, &st);
 	assert_int_equal(got.n, 1);
-	assert_true(st.torn_tail);
-	assert_int_equal(st.bad_regions, 0);
+	assert_true(buf_eq(&got.v[0], &want.v[0]));
+	assert_clean(&st);
+	assert_true(st.stale_bytes > 0);
+	assert_false(st.finished);
 	assert_int_equal(st.end_offset, KV_WAL_HEADER + 100);
 	recs_free(&want);
 	recs_free(&got);
+	mf_free(&f);
+}
+
+static void test_wal__zeros_then_good_records_is_a_bad_region(void **state)
+{
+	(void)state;
+	const size_t B = KV_WAL_BLOCK;
+	struct memfile f;
+	mf_init(&f);
+	size_t sizes[] = { 1000, B, 2000 };
+	struct recs want, got;
+	struct kv_wal_stats st;
+	write_log(&f, LOGNUM, sizes, 3, &want);
+	/* A page that never reached the disk, good records after it. */
+	memset(f.p, 0, KV_WAL_HEADER + 1000);
+	read_log(&f, LOGNUM, &got, &st);
+	assert_int_equal(got.n, 1);
+	assert_true(buf_eq(&got.v[0], &want.v[2]));
+	assert_int_equal(st.bad_regions, 1);
+	assert_true(st.bytes_skipped > 0);
+	recs_free(&want);
+	recs_free(&got);
+	mf_free(&f);
+}
+
+static void test_wal__finished_log_ends_before_old_contents(void **state)
+{
+	(void)state;
+	const size_t B = KV_WAL_BLOCK;
+	for (int finish = 0; finish < 2; finish++) {
+		struct memfile f;
+		mf_init(&f);
+		/* Log 6 fills three blocks; log 7 reuses the file from offset 0
+		 * and ends in the middle of one of log 6's fragments. */
+		size_t old[] = { 1000, B, 2000, B, 3000 };
+		write_log(&f, LOGNUM - 1, old, 5, NULL);
+		struct kv_wal_writer *w;
+		assert_int_equal(kv_wal_writer_new(&f.base, LOGNUM, 0, &w), 0);
+		struct kv_buf b = KV_BUF_INIT;
+		fill_payload(&b, 500, 9);
+		assert_int_equal(kv_wal_add(w, kv_buf_slice(&b)), 0);
+		if (finish)
+			assert_int_equal(kv_wal_finish(w), 0);
+		assert_int_equal(kv_wal_sync(w), 0);
+		kv_wal_writer_free(w);
+
+		struct recs got;
+		struct kv_wal_stats st;
+		read_log(&f, LOGNUM, &got, &st);
+		assert_int_equal(got.n, 1);
+		assert_true(kv_slice_eq(kv_buf_slice(&got.v[0]), kv_buf_slice(&b)));
+		assert_int_equal(st.bad_regions, 0);
+		if (finish) {
+			/* Nothing after the END fragment is log 7's. */
+			assert_clean(&st);
+			assert_true(st.finished);
+			assert_int_equal(st.end_offset, 2 * KV_WAL_HEADER + 500);
+		} else {
+			/* The middle of an old fragment: a torn tail, no loss. */
+			assert_true(st.torn_tail);
+			assert_false(st.finished);
+		}
+		recs_free(&got);
+		kv_buf_release(&b);
+		mf_free(&f);
+	}
+}
+
+static void test_wal__failed_writer_finishes_nothing(void **state)
+{
+	(void)state;
+	struct memfile f;
+	mf_init(&f);
+	struct kv_wal_writer *w;
+	assert_int_equal(kv_wal_writer_new(&f.base, LOGNUM, 0, &w), 0);
+	f.fail_write_after = 0;
+	assert_int_not_equal(kv_wal_add(w, kv_slice_make("x", 1)), 0);
+	size_t n = f.n;
+	assert_int_not_equal(kv_wal_finish(w), 0);
+	assert_int_equal(f.n, n);
+	kv_wal_writer_free(w);
 	mf_free(&f);
 }
 
@@ -1257,7 +1341,10 @@ int main(void)
 		cmocka_unit_test(test_wal__huge_length_at_the_end_is_a_torn_tail),
 		cmocka_unit_test(test_wal__truncation_at_every_offset_gives_a_prefix),
 		cmocka_unit_test(test_wal__torn_tail_is_ignored),
-		cmocka_unit_test(test_wal__zeros_at_the_end_are_a_torn_tail),
+		cmocka_unit_test(test_wal__zeros_at_the_end_end_the_log),
+		cmocka_unit_test(test_wal__zeros_then_good_records_is_a_bad_region),
+		cmocka_unit_test(test_wal__finished_log_ends_before_old_contents),
+		cmocka_unit_test(test_wal__failed_writer_finishes_nothing),
 		cmocka_unit_test(test_wal__bad_record_then_good_records_is_reported),
 		cmocka_unit_test(test_wal__damage_inside_a_long_record_drops_its_orphans),
 		cmocka_unit_test(test_wal__every_bit_flip_is_caught),
