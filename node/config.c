@@ -46,6 +46,7 @@ enum key_id {
 	K_CONNECT_TIMEOUT,
 	K_IDLE_TIMEOUT,
 	K_MEMTABLE_MB,
+	K_BACKGROUND_MBPS,
 	K_CACHE_MB,
 	K_MAX_VALUE,
 	K_MAX_QUEUE_MB,
@@ -71,6 +72,7 @@ static const char *const key_names[K_COUNT] = {
 	[K_CONNECT_TIMEOUT] = "connect-timeout",
 	[K_IDLE_TIMEOUT] = "idle-timeout",
 	[K_MEMTABLE_MB] = "memtable-mb",
+	[K_BACKGROUND_MBPS] = "background-mbps",
 	[K_CACHE_MB] = "cache-mb",
 	[K_MAX_VALUE] = "max-value",
 	[K_MAX_QUEUE_MB] = "max-queue-mb",
@@ -81,6 +83,7 @@ static const char *const key_names[K_COUNT] = {
 /* Bounds of the numeric keys (man/kvfs.conf.5 lists them). */
 #define TIMEOUT_MS_MAX 3600000u           /* one hour */
 #define MEMTABLE_MB_MAX 4096u
+#define BACKGROUND_MBPS_MAX 65536u
 #define CACHE_MB_MAX 65536u
 #define QUEUE_MB_MAX 65536u
 #define MAX_VALUE_MAX ((uint64_t)4 << 20) /* frames hold 64 siblings of 4 MiB */
@@ -474,6 +477,11 @@ static int set_key(struct ctx *c, enum key_id k, const char *value)
 	case K_MEMTABLE_MB:
 		rc = set_uint(c, k, value, 1, MEMTABLE_MB_MAX, &v);
 		o->memtable_bytes = (size_t)v << 20;
+		break;
+	case K_BACKGROUND_MBPS:
+		rc = set_uint(c, k, value, 0, BACKGROUND_MBPS_MAX, &v);
+		o->background_bytes_per_sec = v << 20;
+		o->background_set = true;
 		break;
 	case K_CACHE_MB:
 		rc = set_uint(c, k, value, 0, CACHE_MB_MAX, &v);
@@ -924,6 +932,8 @@ const char *kv_config_usage(void)
 	       "  --connect-timeout MS     default 1000\n"
 	       "  --idle-timeout MS        default 10000\n"
 	       "  --memtable-mb MB         default 16\n"
+	       "  --background-mbps MB     pace of flushes and compactions, MiB/s,\n"
+	       "                           0 = unpaced (default 32)\n"
 	       "  --cache-mb MB            block cache, 0 = none (default 32)\n"
 	       "  --max-value BYTES        largest value, K/M suffixes, at most 4M (default 4M)\n"
 	       "  --max-queue-mb MB        unsent replies per connection (default 64)\n"

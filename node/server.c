@@ -503,6 +503,7 @@ void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t reque
 	STAT("lsm_live_bytes", ls.live_bytes);
 	STAT("lsm_memtable_bytes", ls.memtable_bytes);
 	STAT("lsm_flushes", ls.flushes);
+	STAT("lsm_logs_recycled", ls.logs_recycled);
 	STAT("lsm_flush_bytes", ls.flush_bytes);
 	STAT("lsm_compactions", ls.compactions);
 	STAT("lsm_compaction_bytes_read", ls.compaction_bytes_read);
@@ -697,6 +698,8 @@ static int open_engine(struct kv_server *s, struct kv_lsm_open_report *rep, char
 	}
 	if (s->o.memtable_bytes)
 		lo.memtable_bytes = s->o.memtable_bytes;
+	if (s->o.background_set)
+		lo.background_bytes_per_sec = s->o.background_bytes_per_sec;
 	lo.block_cache_bytes = s->o.cache_bytes;
 	char path[4200];
 	rc = path_join(path, sizeof path, s->o.data_dir, "db");

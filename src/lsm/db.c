@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,7 @@ void kv_lsm_options_init(struct kv_lsm_options *o)
 	o->level1_bytes = 64u << 20;
 	o->level_multiplier = 10;
 	o->table_bytes = 32u << 20;
+	o->background_bytes_per_sec = 32u << 20;
 	o->deterministic = false;
 	o->create_if_missing = true;
 }
@@ -75,13 +77,12 @@ int kv_lsm_parse_sync(const char *s, enum kv_sync_mode *mode, unsigned *batch_ms
 	return KV_EINVAL;
 }
 
-static void log_path(char *out, size_t n, const char *dir, uint64_t number)
+void kv_db_log_path(char *out, size_t n, const char *dir, uint64_t number)
 {
 	snprintf(out, n, "%s/%06" PRIu64 ".log", dir, number);
 }
 
-/* Parses "NNNNNN.ext" names; returns the number or 0 if @name is not one. */
-static uint64_t parse_numbered(const char *name, const char *ext)
+uint64_t kv_db_parse_numbered(const char *name, const char *ext)
 {
 	char *end;
 	if (name[0] < '0' || name[0] > '9')
@@ -135,7 +136,10 @@ static int manifest_from_version(struct kv_lsm *db, const struct kv_version *v, 
 	return 0;
 }
 
-/* Removes logs older than @keep_from (install_mu held). */
+/*
+ * Retires logs older than @keep_from (install_mu held): each becomes a spare
+ * or goes to the trash (db_recycle.c).
+ */
 static void remove_old_logs(struct kv_lsm *db, uint64_t keep_from)
 {
 	char **names = NULL;
@@ -143,11 +147,11 @@ static void remove_old_logs(struct kv_lsm *db, uint64_t keep_from)
 	if (kv_vfs_list(db->vfs, db->dir, &names, &count))
 		return;
 	for (size_t i = 0; i < count; i++) {
-		uint64_t n = parse_numbered(names[i], ".log");
+		uint64_t n = kv_db_parse_numbered(names[i], ".log");
 		if (n && n < keep_from) {
 			char path[PATH_MAX_LEN];
-			log_path(path, sizeof path, db->dir, n);
-			kv_vfs_remove(db->vfs, path);
+			kv_db_log_path(path, sizeof path, db->dir, n);
+			kv_db_retire_log(db, n, path);
 		}
 	}
 	kv_vfs_names_free(names, count);
@@ -267,8 +271,69 @@ struct table_out {
 	struct kv_file *f;
 	uint64_t number;
 	uint64_t entries;
+	uint64_t paced;   /* bytes of the table already paced and queued for writing */
 	struct kv_buf smallest, largest;
 };
+
+/*
+ * Background pacing. Flushes and compactions write their tables in steps of
+ * PACE_STEP: each step's pages are queued for writing at once (so a table's
+ * sync never puts tens of MiB in front of the commit log's), and together
+ * the two threads write at most background_bytes_per_sec, so their CPU and
+ * disk time come spread out instead of in bursts that every foreground
+ * write waits behind (Cassandra's compaction_throughput, RocksDB's rate
+ * limiter). The pace is dropped while writers are near waiting for the
+ * work: a second immutable memtable queued, level 0 halfway from its
+ * compaction trigger to the slowdown, or the store closing.
+ */
+#define PACE_STEP (1u << 20)
+#define PACE_SLICE_MS 10u
+
+static bool pace_urgent(const struct kv_lsm *db)
+{
+	return db->nimm >= 2 || db->nimm >= db->opt.max_immutable || db->closing ||
+	       db->shutting_down ||
+	       db->current->nfiles[0] >= (db->opt.l0_compaction_trigger + db->opt.l0_slowdown) / 2;
+}
+
+static void timed_wait(struct kv_lsm *db, unsigned ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(&db->bg_cv, &db->mu, &ts);
+}
+
+void kv_db_pace(struct kv_lsm *db, uint64_t n)
+{
+	uint64_t rate = db->opt.background_bytes_per_sec;
+	if (rate == 0 || db->opt.deterministic)
+		return;
+	pthread_mutex_lock(&db->mu);
+	uint64_t now = kv_now_ns();
+	if (pace_urgent(db)) {
+		db->pace_ns = now; /* no debt from work done in a hurry */
+	} else {
+		uint64_t start = db->pace_ns > now ? db->pace_ns : now;
+		db->pace_ns = start + (uint64_t)((double)n * 1e9 / (double)rate);
+		/* In slices, so that writers falling behind end the wait. */
+		while (now < start && !pace_urgent(db)) {
+			uint64_t ms = (start - now + 999999) / 1000000;
+			timed_wait(db, ms < PACE_SLICE_MS ? ms : PACE_SLICE_MS);
+			now = kv_now_ns();
+		}
+	}
+	pthread_mutex_unlock(&db->mu);
+}
+
+static void pace(struct kv_lsm *db, struct table_out *o, uint64_t upto)
+{
+	(void)kv_file_writeback(o->f, o->paced, upto - o->paced); /* a hint: errors show at sync */
+	kv_db_pace(db, upto - o->paced);
+	o->paced = upto;
+}
 
 static int out_start(struct kv_lsm *db, struct table_out *o, struct kv_slice first_ikey)
 {
@@ -280,6 +345,7 @@ static int out_start(struct kv_lsm *db, struct table_out *o, struct kv_slice fir
 	char path[PATH_MAX_LEN];
 	o->number = atomic_fetch_add(&db->next_file, 1);
 	o->entries = 0;
+	o->paced = 0;
 	kv_table_path(path, sizeof path, db->dir, o->number);
 	int r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_TRUNC, &o->f);
 	if (r)
@@ -353,6 +419,9 @@ int kv_db_write_tables(struct kv_lsm *db, struct kv_iter *it, kv_db_keep_fn keep
 		if ((r = kv_table_builder_add(o.b, ikey, kv_iter_value(it))))
 			goto out;
 		o.entries++;
+		uint64_t size = kv_table_builder_file_size(o.b);
+		if (size >= o.paced + PACE_STEP)
+			pace(db, &o, size);
 		kv_buf_reset(&o.largest);
 		kv_buf_reset(&last_ukey);
 		if ((r = kv_buf_append(&o.largest, ikey.p, ikey.n)) ||
@@ -460,23 +529,18 @@ int kv_db_background_inline(struct kv_lsm *db)
 	return r;
 }
 
-static void timed_wait(struct kv_lsm *db, unsigned ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
-	pthread_cond_timedwait(&db->bg_cv, &db->mu, &ts);
-}
-
 static void *flush_main(void *arg)
 {
 	struct kv_lsm *db = arg;
 	pthread_mutex_lock(&db->mu);
 	while (!db->shutting_down) {
 		if (db->nimm == 0) {
-			pthread_cond_wait(&db->bg_cv, &db->mu);
+			pthread_mutex_unlock(&db->mu);
+			bool worked = kv_db_empty_trash_once(db, true) || kv_db_prepare_spare(db);
+			pthread_mutex_lock(&db->mu);
+			/* kv_db_trash does not take mu, so its queue is polled. */
+			if (!worked && db->nimm == 0 && !db->shutting_down)
+				timed_wait(db, 500);
 			continue;
 		}
 		int r = flush_oldest(db);
@@ -586,7 +650,7 @@ static int replay_log(struct kv_lsm *db, uint64_t number, struct kv_version_edit
 		      struct kv_lsm_open_report *rep)
 {
 	char path[PATH_MAX_LEN];
-	log_path(path, sizeof path, db->dir, number);
+	kv_db_log_path(path, sizeof path, db->dir, number);
 	struct kv_file *f = NULL;
 	struct kv_wal_reader *rd = NULL;
 	struct kv_buf rec = KV_BUF_INIT;
@@ -692,7 +756,7 @@ static void remove_strays(struct kv_lsm *db, const struct kv_version_edit *live,
 		return;
 	for (size_t i = 0; i < count; i++) {
 		char path[PATH_MAX_LEN];
-		uint64_t n = parse_numbered(names[i], ".sst");
+		uint64_t n = kv_db_parse_numbered(names[i], ".sst");
 		if (n) {
 			bool used = false;
 			for (size_t j = 0; j < live->nadded && !used; j++)
@@ -703,9 +767,9 @@ static void remove_strays(struct kv_lsm *db, const struct kv_version_edit *live,
 			}
 			continue;
 		}
-		n = parse_numbered(names[i], ".log");
+		n = kv_db_parse_numbered(names[i], ".log");
 		if (n && n < log_number) {
-			log_path(path, sizeof path, db->dir, n);
+			kv_db_log_path(path, sizeof path, db->dir, n);
 			kv_vfs_remove(db->vfs, path);
 		}
 	}
@@ -727,9 +791,9 @@ static int list_logs(struct kv_lsm *db, uint64_t from, uint64_t **out, size_t *n
 	}
 	size_t k = 0;
 	for (size_t i = 0; i < count; i++) {
-		uint64_t num = parse_numbered(names[i], ".log");
+		uint64_t num = kv_db_parse_numbered(names[i], ".log");
 		if (!num)
-			num = parse_numbered(names[i], ".sst");
+			num = kv_db_parse_numbered(names[i], ".sst");
 		else if (num >= from)
 			logs[k++] = num;
 		if (num >= atomic_load(&db->next_file))
@@ -742,16 +806,28 @@ static int list_logs(struct kv_lsm *db, uint64_t from, uint64_t **out, size_t *n
 	return 0;
 }
 
-/* Creates a fresh WAL and makes its directory entry durable. mu not needed
- * (open) or held by the switching leader. */
+/* Starts a new WAL, in a spare file if there is one, and makes its directory
+ * entry durable. mu not needed (open) or held by the switching leader. */
 int kv_db_new_log(struct kv_lsm *db, uint64_t *number_out)
 {
 	uint64_t number = atomic_fetch_add(&db->next_file, 1);
 	char path[PATH_MAX_LEN];
-	log_path(path, sizeof path, db->dir, number);
+	kv_db_log_path(path, sizeof path, db->dir, number);
 	struct kv_file *f = NULL;
 	struct kv_wal_writer *w = NULL;
-	int r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_TRUNC, &f);
+	int r = -ENOENT;
+	uint64_t spare = kv_db_take_spare(db);
+	if (spare) {
+		/* Overwritten in place; what is left of the old contents reads
+		 * as stale (db_recycle.c). */
+		char from[PATH_MAX_LEN];
+		kv_db_spare_path(from, sizeof from, db->dir, spare);
+		r = kv_vfs_rename(db->vfs, from, path);
+		if (!r)
+			r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE, &f);
+	}
+	if (r)
+		r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_TRUNC, &f);
 	if (r)
 		return r;
 	r = kv_vfs_sync_dir(db->vfs, db->dir);
@@ -762,8 +838,10 @@ int kv_db_new_log(struct kv_lsm *db, uint64_t *number_out)
 		kv_vfs_remove(db->vfs, path);
 		return r;
 	}
-	if (db->wal)
+	if (db->wal) {
+		(void)kv_wal_finish(db->wal); /* unsynced: a lost END reads as a torn tail */
 		kv_wal_writer_free(db->wal);
+	}
 	kv_file_close(db->wal_file);
 	db->wal = w;
 	db->wal_file = f;
@@ -875,8 +953,13 @@ static int sync_parent(struct kv_vfs *vfs, const char *dir)
 
 static void db_free(struct kv_lsm *db)
 {
-	if (db->wal)
+	if (db->wal) {
+		/* A clean end, so the next open reads no torn tail even in a
+		 * recycled file (nothing when the writer failed). */
+		if (kv_wal_finish(db->wal) == 0)
+			(void)kv_wal_sync(db->wal);
 		kv_wal_writer_free(db->wal);
+	}
 	kv_file_close(db->wal_file);
 	if (db->mem.mem)
 		kv_memtable_unref(db->mem.mem);
@@ -890,6 +973,10 @@ static void db_free(struct kv_lsm *db)
 		kv_cache_free(db->cache);
 	kv_buf_release(&db->group_buf);
 	kv_manifest_release(&db->props);
+	while (kv_db_empty_trash_once(db, false))
+		;
+	free(db->trash);
+	pthread_mutex_destroy(&db->trash_mu);
 	kv_file_close(db->lock_file);
 	pthread_mutex_destroy(&db->mu);
 	pthread_mutex_destroy(&db->install_mu);
@@ -952,6 +1039,7 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 	db->vfs = db->opt.vfs ? db->opt.vfs : kv_vfs_posix();
 	pthread_mutex_init(&db->mu, NULL);
 	pthread_mutex_init(&db->install_mu, NULL);
+	pthread_mutex_init(&db->trash_mu, NULL);
 	pthread_cond_init(&db->bg_cv, NULL);
 	pthread_cond_init(&db->commit_cv, NULL);
 	db->snapshots.next = db->snapshots.prev = &db->snapshots;
@@ -986,6 +1074,7 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 	db->table_env.vfs = db->vfs;
 	db->table_env.dir = db->dir;
 	db->table_env.cache = db->cache;
+	db->table_env.trash = kv_db_table_trash;
 	r = -ENOMEM;
 	if (!(db->current = kv_version_new()) || !(db->mem.mem = kv_memtable_new()))
 		goto fail;
@@ -996,6 +1085,8 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 		goto fail;
 
 	if (!db->opt.deterministic) {
+		db->trash_deferred = true; /* before any thread can call kv_db_trash */
+		kv_db_adopt_spares(db);
 		r = start_threads(db);
 		if (r)
 			goto fail;
@@ -1064,6 +1155,7 @@ void kv_lsm_get_stats(struct kv_lsm *db, struct kv_lsm_stats *out)
 	out->writes = LOAD(writes);
 	out->flushes = LOAD(flushes);
 	out->compactions = LOAD(compactions);
+	out->logs_recycled = LOAD(logs_recycled);
 #undef LOAD
 	pthread_mutex_lock(&db->mu);
 	for (int l = 0; l < KV_LSM_LEVELS; l++) {

@@ -31,10 +31,13 @@ struct kv_lsm_snapshot {
 struct writer;
 
 /* Counters kept with relaxed atomics; read by kv_lsm_get_stats(). */
+/* Spare log files kept for reuse (db_recycle.c). */
+#define KV_DB_SPARES 2
+
 struct db_counters {
 	_Atomic uint64_t user_bytes, wal_bytes, flush_bytes, compaction_read, compaction_written,
 		manifest_bytes, stalls, stall_ns, wal_syncs, write_groups, writes, flushes,
-		compactions;
+		compactions, logs_recycled;
 };
 
 struct kv_lsm {
@@ -92,10 +95,54 @@ struct kv_lsm {
 	int manual_compaction;           /* 1 requested, 2 running (mu) */
 	int manual_result;               /* (mu) */
 	int bg_error;                    /* flush/compaction failure; writes fail (mu) */
+	uint64_t pace_ns;                /* when background writing may go on (mu) */
+
+	/* Files to delete, oldest first (trash_mu, which nests inside anything). */
+	pthread_mutex_t trash_mu;
+	bool trash_deferred;             /* set once before the threads start */
+	char **trash;
+	size_t ntrash, trash_cap;
+	uint64_t spares[KV_DB_SPARES];   /* spare logs' numbers (mu) */
+	unsigned nspares;                /* (mu) */
 	unsigned quarantined;            /* (mu) */
 
 	struct db_counters c;
 };
+
+/* "NNNNNN.log" in @dir. */
+void kv_db_log_path(char *out, size_t n, const char *dir, uint64_t number);
+/* Parses "NNNNNN.ext" names; returns the number or 0 if @name is not one. */
+uint64_t kv_db_parse_numbered(const char *name, const char *ext);
+
+/*
+ * Background pacing (db.c): waits as long as writing @n more background
+ * bytes takes at opt.background_bytes_per_sec, unless writers are near
+ * waiting for the background work. mu not held.
+ */
+void kv_db_pace(struct kv_lsm *db, uint64_t n);
+
+/* ---- db_recycle.c: files the engine is done with --------------------------- */
+
+/*
+ * Queues the file at @path for deletion by the flush thread, a MiB at a
+ * time; deletes it at once without threads. Any thread, any lock held.
+ */
+void kv_db_trash(struct kv_lsm *db, const char *path);
+/* The kv_table_env hook: kv_db_trash for the engine owning @env. */
+void kv_db_table_trash(struct kv_table_env *env, const char *path);
+/* Deletes the oldest queued file (mu not held); false if there was none. */
+bool kv_db_empty_trash_once(struct kv_lsm *db, bool gently);
+
+/* "NNNNNN.spare" in @dir. */
+void kv_db_spare_path(char *out, size_t n, const char *dir, uint64_t number);
+/* Pops a spare log's number, 0 if none (mu held, or no threads yet). */
+uint64_t kv_db_take_spare(struct kv_lsm *db);
+/* Log @number at @path is no longer needed: a spare, or trash (mu not held). */
+void kv_db_retire_log(struct kv_lsm *db, uint64_t number, const char *path);
+/* Writes a spare of zeros if there is none (flush thread; mu not held). */
+bool kv_db_prepare_spare(struct kv_lsm *db);
+/* At open, after recovery: keeps the spares found (threads only), deletes the rest. */
+void kv_db_adopt_spares(struct kv_lsm *db);
 
 /* ---- compaction.c -------------------------------------------------------- */
 

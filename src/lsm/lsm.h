@@ -54,11 +54,17 @@ struct kv_lsm_options {
 	unsigned max_immutable;      /* immutable memtables before writes wait
 				      * (never fail); default 2 */
 	unsigned l0_compaction_trigger; /* default 4 tables */
-	unsigned l0_slowdown;        /* writes slow down 1 ms each, default 12 */
-	unsigned l0_stop;            /* writes wait for compaction, default 20 */
+	unsigned l0_slowdown;        /* writes slow down 1 ms each, default 20 */
+	unsigned l0_stop;            /* writes wait for compaction, default 36 */
 	uint64_t level1_bytes;       /* default 64 MiB */
 	unsigned level_multiplier;   /* default 10 */
 	uint64_t table_bytes;        /* target SSTable size, default 32 MiB */
+	/*
+	 * Pace of flushes and compactions together, default 32 MiB/s; 0: as
+	 * fast as they go. Dropped while writers are near waiting for them
+	 * (db.c, "Background pacing").
+	 */
+	uint64_t background_bytes_per_sec;
 	bool deterministic;          /* flush and compact inline, no threads */
 	bool create_if_missing;      /* default true */
 };
@@ -216,6 +222,7 @@ struct kv_lsm_stats {
 	uint64_t write_groups;
 	uint64_t writes;
 	uint64_t flushes;
+	uint64_t logs_recycled;       /* logs started in a spare file (db_recycle.c) */
 	uint64_t compactions;
 	uint64_t cache_hits;
 	uint64_t cache_misses;

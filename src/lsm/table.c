@@ -610,10 +610,12 @@ struct kv_table *kv_table_ref(struct kv_table *t)
 	return t;
 }
 
-void kv_table_unref(struct kv_table *t)
+bool kv_table_unref(struct kv_table *t)
 {
-	if (t && atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
-		table_free(t);
+	if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+		return false;
+	table_free(t);
+	return true;
 }
 
 /* The first block whose separator is >= @target; t->nblocks if none. */

@@ -127,9 +127,10 @@ struct kv_table *kv_table_ref(struct kv_table *t);
 
 /*
  * Drops a reference; the last one frees the table and closes its file
- * (iterators hold references of their own). NULL is a no-op.
+ * (iterators hold references of their own) and returns true. NULL is a
+ * no-op (false).
  */
-void kv_table_unref(struct kv_table *t);
+bool kv_table_unref(struct kv_table *t);
 
 /*
  * Looks up the newest entry for @ukey with sequence <= @snapshot_seq. Returns

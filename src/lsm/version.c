@@ -56,16 +56,21 @@ void kv_file_meta_unref(struct kv_file_meta *f)
 {
 	if (!f || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	if (f->table)
-		kv_table_unref(f->table);
+	/* Still mapped by an iterator: shrinking the file would fault it. */
+	bool closed = !f->table || kv_table_unref(f->table);
 	if (f->env && f->env->cache)
 		kv_cache_erase_file(f->env->cache, f->number);
 	if (atomic_load(&f->obsolete) && f->env) {
 		char path[4096];
 		kv_table_path(path, sizeof path, f->env->dir, f->number);
-		int r = kv_vfs_remove(f->env->vfs, path);
-		if (r && r != -ENOENT)
-			kv_warn("could not remove obsolete table %s: %s", path, kv_strerror(r));
+		if (closed && f->env->trash) {
+			f->env->trash(f->env, path);
+		} else {
+			int r = kv_vfs_remove(f->env->vfs, path);
+			if (r && r != -ENOENT)
+				kv_warn("could not remove obsolete table %s: %s", path,
+					kv_strerror(r));
+		}
 	}
 	kv_buf_release(&f->smallest);
 	kv_buf_release(&f->largest);

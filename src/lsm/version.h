@@ -31,6 +31,11 @@ struct kv_table_env {
 	struct kv_vfs *vfs;
 	const char *dir;
 	struct kv_cache *cache;        /* may be NULL */
+	/*
+	 * May be NULL: how an obsolete table's file is deleted once nothing
+	 * maps it any more (the engine queues it; NULL: removed at once).
+	 */
+	void (*trash)(struct kv_table_env *env, const char *path);
 };
 
 struct kv_file_meta {
