@@ -481,7 +481,6 @@ static int set_key(struct ctx *c, enum key_id k, const char *value)
 	case K_BACKGROUND_MBPS:
 		rc = set_uint(c, k, value, 0, BACKGROUND_MBPS_MAX, &v);
 		o->background_bytes_per_sec = v << 20;
-		o->background_set = true;
 		break;
 	case K_CACHE_MB:
 		rc = set_uint(c, k, value, 0, CACHE_MB_MAX, &v);
@@ -933,7 +932,7 @@ const char *kv_config_usage(void)
 	       "  --idle-timeout MS        default 10000\n"
 	       "  --memtable-mb MB         default 16\n"
 	       "  --background-mbps MB     pace of flushes and compactions, MiB/s,\n"
-	       "                           0 = unpaced (default 32)\n"
+	       "                           0 = unpaced (default 0)\n"
 	       "  --cache-mb MB            block cache, 0 = none (default 32)\n"
 	       "  --max-value BYTES        largest value, K/M suffixes, at most 4M (default 4M)\n"
 	       "  --max-queue-mb MB        unsent replies per connection (default 64)\n"

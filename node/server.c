@@ -698,8 +698,7 @@ static int open_engine(struct kv_server *s, struct kv_lsm_open_report *rep, char
 	}
 	if (s->o.memtable_bytes)
 		lo.memtable_bytes = s->o.memtable_bytes;
-	if (s->o.background_set)
-		lo.background_bytes_per_sec = s->o.background_bytes_per_sec;
+	lo.background_bytes_per_sec = s->o.background_bytes_per_sec;
 	lo.block_cache_bytes = s->o.cache_bytes;
 	char path[4200];
 	rc = path_join(path, sizeof path, s->o.data_dir, "db");

@@ -48,8 +48,7 @@ struct kv_server_options {
 					   * unauthenticated connection is closed after it; 10000 */
 	char sync[32];                    /* --sync always|batch:MS|none; default "always" */
 	size_t memtable_bytes;            /* --memtable-mb; default 16 MiB */
-	uint64_t background_bytes_per_sec; /* --background-mbps (if background_set) */
-	bool background_set;              /* else the engine's default, 32 MiB/s */
+	uint64_t background_bytes_per_sec; /* --background-mbps; default 0, unpaced */
 	size_t cache_bytes;               /* --cache-mb; default 32 MiB */
 	size_t max_value;                 /* --max-value; default 4 MiB */
 	size_t max_conn_queue_bytes;      /* --max-queue-mb: a connection's unsent replies

@@ -49,7 +49,7 @@ void kv_lsm_options_init(struct kv_lsm_options *o)
 	o->level1_bytes = 64u << 20;
 	o->level_multiplier = 10;
 	o->table_bytes = 32u << 20;
-	o->background_bytes_per_sec = 32u << 20;
+	o->background_bytes_per_sec = 0;
 	o->deterministic = false;
 	o->create_if_missing = true;
 }

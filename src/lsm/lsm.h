@@ -60,7 +60,7 @@ struct kv_lsm_options {
 	unsigned level_multiplier;   /* default 10 */
 	uint64_t table_bytes;        /* target SSTable size, default 32 MiB */
 	/*
-	 * Pace of flushes and compactions together, default 32 MiB/s; 0: as
+	 * Pace of flushes and compactions together in bytes/s; default 0: as
 	 * fast as they go. Dropped while writers are near waiting for them
 	 * (db.c, "Background pacing").
 	 */

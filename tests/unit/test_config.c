@@ -157,6 +157,7 @@ static void test_config__every_flag_is_applied(void **state)
 		     "--n", "3", "--r", "1", "--w", "3", "--timeout", "2500",
 		     "--forward-timeout", "300", "--connect-timeout", "400",
 		     "--idle-timeout", "60000", "--memtable-mb", "8", "--cache-mb", "0",
+		     "--background-mbps", "48",
 		     "--max-value", "512K", "--max-queue-mb", "16", "--log", "/tmp/kvfsd.log",
 		     "--log-level", "debug", NULL);
 	if (rc)
@@ -186,6 +187,7 @@ static void test_config__every_flag_is_applied(void **state)
 	assert_int_equal(o->connect_timeout_ms, 400);
 	assert_int_equal(o->idle_timeout_ms, 60000);
 	assert_int_equal(o->memtable_bytes, 8 << 20);
+	assert_int_equal(o->background_bytes_per_sec, 48 << 20);
 	assert_int_equal(o->cache_bytes, 0);
 	assert_int_equal(o->max_value, 512 << 10);
 	assert_int_equal(o->max_conn_queue_bytes, 16 << 20);
@@ -216,6 +218,7 @@ static void test_config__every_key_is_read_from_the_file(void **state)
 		 "connect-timeout = 60\n"
 		 "idle-timeout = 70\n"
 		 "memtable-mb = 4\n"
+		 "background-mbps = 0\n"
 		 "cache-mb = 64\n"
 		 "max-value = 4M\n"
 		 "max-queue-mb = 1\n"
@@ -242,6 +245,7 @@ static void test_config__every_key_is_read_from_the_file(void **state)
 	assert_int_equal(o->connect_timeout_ms, 60);
 	assert_int_equal(o->idle_timeout_ms, 70);
 	assert_int_equal(o->memtable_bytes, 4 << 20);
+	assert_int_equal(o->background_bytes_per_sec, 0);
 	assert_int_equal(o->cache_bytes, 64 << 20);
 	assert_int_equal(o->max_value, 4 << 20);
 	assert_int_equal(o->max_conn_queue_bytes, 1 << 20);
@@ -381,6 +385,7 @@ static void test_config__help_and_version(void **state)
 				      "--cluster-name", "--secret-file", "--sync", "--n", "--r",
 				      "--w", "--timeout", "--forward-timeout",
 				      "--connect-timeout", "--idle-timeout", "--memtable-mb",
+				      "--background-mbps",
 				      "--cache-mb", "--max-value", "--max-queue-mb", "--log",
 				      "--log-level", "--version" };
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
@@ -428,6 +433,7 @@ static void test_config__bad_numbers(void **state)
 		{ "--connect-timeout", "", "missing value for --connect-timeout" },
 		{ "--idle-timeout", "+5", "for --idle-timeout" },
 		{ "--memtable-mb", "0", "for --memtable-mb" },
+		{ "--background-mbps", "65537", "for --background-mbps" },
 		{ "--cache-mb", "65537", "for --cache-mb" },
 		{ "--max-queue-mb", "99999999999999999999999", "for --max-queue-mb" },
 		{ "--listen", "localhost:7400", "for --listen: expected HOST:PORT" },
