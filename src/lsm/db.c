@@ -1165,6 +1165,7 @@ void kv_lsm_get_stats(struct kv_lsm *db, struct kv_lsm_stats *out)
 	}
 	out->memtable_bytes = kv_memtable_bytes(db->mem.mem);
 	out->immutables = db->nimm;
+	out->spare_logs = db->nspares;
 	out->quarantined = db->quarantined;
 	out->background_error = db->bg_error;
 	pthread_mutex_unlock(&db->mu);

@@ -82,7 +82,8 @@ static int mf_pwrite(struct kv_file *f, const void *buf, size_t n, uint64_t off)
 	mf_reserve(m, (size_t)off + n);
 	if (off > m->n)
 		memset(m->p + m->n, 0, (size_t)off - m->n);
-	memcpy(m->p + off, buf, n);
+	if (n > 0) /* (m->p is still NULL when nothing was ever written) */
+		memcpy(m->p + off, buf, n);
 	if (off + n > m->n)
 		m->n = (size_t)off + n;
 	return err;
