@@ -10,6 +10,9 @@
  */
 #include "lsm/block.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <assert.h>
 #include <errno.h>
 #include <lz4.h>
@@ -334,6 +337,32 @@ static int read_block(struct kv_file *f, uint64_t offset, uint64_t payload_size,
 out:
 	free(b);
 	return r;
+}
+
+/* Larger blocks (a big value alone) are never called resident. */
+#define RESIDENT_MAX_PAGES 16
+
+bool kv_block_resident(struct kv_file *f, uint64_t offset, uint64_t payload_size)
+{
+	uint64_t mlen = 0;
+	const uint8_t *m = kv_file_map(f, &mlen);
+	if (!m || payload_size > KV_BLOCK_MAX_RAW)
+		return false;
+	uint64_t n = payload_size + KV_BLOCK_TRAILER;
+	if (offset > mlen || n > mlen - offset)
+		return false;
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t start = (uintptr_t)(m + offset) & ~(page - 1);
+	uintptr_t end = (uintptr_t)(m + offset + n);
+	unsigned char vec[RESIDENT_MAX_PAGES];
+	if ((end - start + page - 1) / page > sizeof vec)
+		return false;
+	if (mincore((void *)start, end - start, vec) != 0)
+		return false;
+	for (uintptr_t i = 0; i < (end - start + page - 1) / page; i++)
+		if (!(vec[i] & 1))
+			return false;
+	return true;
 }
 
 int kv_block_read(struct kv_file *f, uint64_t offset, uint64_t payload_size,

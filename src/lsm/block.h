@@ -134,6 +134,15 @@ int kv_block_decode(struct kv_slice stored, struct kv_block **out);
  * decodes it as kv_block_decode(). Returns 0, KV_ECORRUPT, -ENOMEM or the
  * read's error; *out as for kv_block_decode(). Thread-safe (pread only).
  */
+/*
+ * True when the block at @offset of a mapped file is in memory right now
+ * (mincore(2) of its pages), so that kv_block_read() of it will not wait
+ * for the disk: false for a file that is not mapped, for a block of more
+ * than 16 pages, and when in doubt. A page may still be evicted just after:
+ * a hint for choosing the thread that reads, never for correctness.
+ */
+bool kv_block_resident(struct kv_file *f, uint64_t offset, uint64_t payload_size);
+
 int kv_block_read(struct kv_file *f, uint64_t offset, uint64_t payload_size,
 		  struct kv_block **out);
 

@@ -646,7 +646,8 @@ static void block_deleter(void *value)
 
 /*
  * Data block @i, from the cache or read (and cached with @fill_cache).
- * With @cached_only, a block the cache does not hold is -EAGAIN, not read.
+ * With @cached_only, a block neither the cache holds nor the page cache (of
+ * a mapped table, kv_block_resident) is -EAGAIN, not read.
  */
 static int fetch_block_from(struct kv_table *t, size_t i, bool fill_cache, bool cached_only,
 			    struct block_ref *ref)
@@ -661,7 +662,9 @@ static int fetch_block_from(struct kv_table *t, size_t i, bool fill_cache, bool 
 			return 0;
 		}
 	}
-	if (cached_only)
+	/* A mapped block in the page cache is memory too: reading it costs
+	 * no more than a cached one, without the trip to another thread. */
+	if (cached_only && !kv_block_resident(t->file, e->offset, e->size))
 		return -EAGAIN;
 	struct kv_block *b;
 	int r = kv_block_read(t->file, e->offset, e->size, &b);

@@ -510,6 +510,62 @@ static void test_db__corrupt_table_is_quarantined_not_served(void **state)
 }
 
 /* On the real file system tables are read through mmap: same checks. */
+static void test_db__mapped_blocks_in_memory_answer_cached_gets(void **state)
+{
+	(void)state;
+	const char *tmp = getenv("TMPDIR");
+	char dir[512];
+	snprintf(dir, sizeof dir, "%s/kvfs-test-db-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+	struct kv_lsm_options o;
+	kv_lsm_options_init(&o);
+	o.block_bytes = 512;
+	o.block_cache_bytes = 0; /* no block cache: only the page cache holds blocks */
+	struct kv_lsm *db = NULL;
+	assert_int_equal(kv_lsm_open(dir, &o, &db, NULL), 0);
+	char k[32], v[64];
+	for (int i = 0; i < 2000; i++) {
+		snprintf(k, sizeof k, "key%05d", i);
+		snprintf(v, sizeof v, "value%05d", i);
+		assert_int_equal(kv_lsm_put(db, S(k), S(v)), 0);
+	}
+	assert_int_equal(kv_lsm_flush(db), 0);
+	assert_int_equal(kv_lsm_close(db), 0);
+	assert_int_equal(kv_lsm_open(dir, &o, &db, NULL), 0);
+	/* The table was just written: its pages are in memory, so cached gets
+	 * answer from it (before, with no block cache, all were -EAGAIN), and
+	 * every answer is kv_lsm_get's. */
+	struct kv_buf b = KV_BUF_INIT;
+	int answered = 0;
+	for (int i = 0; i < 2000; i++) {
+		snprintf(k, sizeof k, "key%05d", i);
+		snprintf(v, sizeof v, "value%05d", i);
+		int r = kv_lsm_get_cached(db, S(k), &b);
+		if (r == -EAGAIN) {
+			assert_int_equal(b.n, 0);
+			continue;
+		}
+		assert_int_equal(r, 0);
+		assert_int_equal(b.n, strlen(v));
+		assert_memory_equal(b.p, v, b.n);
+		answered++;
+	}
+	assert_true(answered > 1000);
+	assert_int_equal(kv_lsm_get_cached(db, S("key99999"), &b), KV_ENOTFOUND);
+	kv_buf_release(&b);
+	assert_int_equal(kv_lsm_close(db), 0);
+	char **names;
+	size_t n;
+	assert_int_equal(kv_vfs_list(kv_vfs_posix(), dir, &names, &n), 0);
+	for (size_t i = 0; i < n; i++) {
+		char path[1024];
+		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+		kv_vfs_remove(kv_vfs_posix(), path);
+	}
+	kv_vfs_names_free(names, n);
+	assert_int_equal(kv_vfs_remove(kv_vfs_posix(), dir), 0);
+}
+
 static void test_db__mapped_tables_read_and_reject_rot(void **state)
 {
 	(void)state;
@@ -591,6 +647,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_db__second_open_is_refused, setup, teardown),
 		cmocka_unit_test(test_db__parse_sync_policy),
 		cmocka_unit_test_setup_teardown(test_db__corrupt_table_is_quarantined_not_served, setup, teardown),
+		cmocka_unit_test(test_db__mapped_blocks_in_memory_answer_cached_gets),
 		cmocka_unit_test(test_db__mapped_tables_read_and_reject_rot),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
