@@ -825,6 +825,8 @@ int kv_db_new_log(struct kv_lsm *db, uint64_t *number_out)
 		r = kv_vfs_rename(db->vfs, from, path);
 		if (!r)
 			r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE, &f);
+		if (!r)
+			atomic_fetch_add_explicit(&db->c.logs_recycled, 1, memory_order_relaxed);
 	}
 	if (r)
 		r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_TRUNC, &f);

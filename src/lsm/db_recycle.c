@@ -106,9 +106,7 @@ uint64_t kv_db_take_spare(struct kv_lsm *db)
 {
 	if (db->nspares == 0)
 		return 0;
-	uint64_t number = db->spares[--db->nspares];
-	atomic_fetch_add_explicit(&db->c.logs_recycled, 1, memory_order_relaxed);
-	return number;
+	return db->spares[--db->nspares];
 }
 
 /* Adds spare @number, or trashes it when there is no room (mu not held). */
