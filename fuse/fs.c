@@ -1182,30 +1182,50 @@ nomem:
 	return -ENOMEM;
 }
 
-void fs_flush_all(struct fs *fs)
+void fs_each_data(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *ino))
 {
+	struct fs_inode **list = NULL;
+	size_t cap = 0;
 	for (size_t b = 0; b < fs->nbuckets; b++) {
-		pthread_mutex_lock(&fs->lock);
-		struct fs_inode *list[64];
 		size_t n = 0;
-		for (struct fs_inode *i = fs->by_ino[b]; i && n < 64; i = i->hnext)
-			if (i->data) {
-				i->refs++;
-				list[n++] = i;
+		pthread_mutex_lock(&fs->lock);
+		for (struct fs_inode *i = fs->by_ino[b]; i; i = i->hnext) {
+			if (!i->data)
+				continue;
+			if (n == cap) {
+				size_t ncap = cap ? 2 * cap : 64;
+				struct fs_inode **p = realloc(list, ncap * sizeof *p);
+				if (!p)
+					break; /* the rest of this bucket waits for the next pass */
+				list = p;
+				cap = ncap;
 			}
+			i->refs++;
+			list[n++] = i;
+		}
 		pthread_mutex_unlock(&fs->lock);
 		for (size_t j = 0; j < n; j++) {
 			pthread_mutex_lock(&list[j]->dlock);
-			if (list[j]->data && list[j]->data->dirty) {
-				int rc = fs_data_flush(fs, list[j]);
-				if (rc < 0)
-					kv_error("kvfs: unmount: %s not written: %s", list[j]->key,
-						 strerror(-rc));
-			}
+			fn(fs, list[j]);
 			pthread_mutex_unlock(&list[j]->dlock);
 			fs_unref(fs, list[j]);
 		}
 	}
+	free(list);
+}
+
+static void flush_one(struct fs *fs, struct fs_inode *ino)
+{
+	if (!ino->data || !ino->data->dirty)
+		return;
+	int rc = fs_data_flush(fs, ino);
+	if (rc < 0)
+		kv_error("kvfs: unmount: %s not written: %s", ino->key, strerror(-rc));
+}
+
+void fs_flush_all(struct fs *fs)
+{
+	fs_each_data(fs, flush_one);
 }
 
 void fs_destroy(struct fs *fs)

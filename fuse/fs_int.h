@@ -264,6 +264,11 @@ extern const struct fuse_lowlevel_ops kv_fs_ops;
 int fs_finish_intents(struct fs *fs);
 /* Flushes every dirty inode (unmount). */
 void fs_flush_all(struct fs *fs);
+/*
+ * Calls @fn on every inode that has open data, holding a reference and its
+ * dlock (fs->lock not held), a bucket of the inode table at a time.
+ */
+void fs_each_data(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *ino));
 
 int fs_errno(int rc);
 /* True when a cluster call failed with EIO within the last @window_ns. */

@@ -99,6 +99,11 @@ out:
 	return rc < 0 ? fs_errno(rc) : 0;
 }
 
+static void lease_one(struct fs *fs, struct fs_inode *ino)
+{
+	(void)fs_data_lease(fs, ino);
+}
+
 /*
  * Renews the leases of every open file's chunks (DESIGN §7 "Reclaiming
  * chunks": an open but unlinked file holds leases on its chunks).
@@ -115,23 +120,7 @@ static void *lease_main(void *arg)
 		if (fs->prefetch_stop)
 			break;
 		pthread_mutex_unlock(&fs->cache_lock);
-		for (size_t b = 0; b < fs->nbuckets; b++) {
-			struct fs_inode *list[32];
-			size_t n = 0;
-			pthread_mutex_lock(&fs->lock);
-			for (struct fs_inode *i = fs->by_ino[b]; i && n < 32; i = i->hnext)
-				if (i->data) {
-					i->refs++;
-					list[n++] = i;
-				}
-			pthread_mutex_unlock(&fs->lock);
-			for (size_t j = 0; j < n; j++) {
-				pthread_mutex_lock(&list[j]->dlock);
-				fs_data_lease(fs, list[j]);
-				pthread_mutex_unlock(&list[j]->dlock);
-				fs_unref(fs, list[j]);
-			}
-		}
+		fs_each_data(fs, lease_one);
 		pthread_mutex_lock(&fs->cache_lock);
 	}
 	pthread_mutex_unlock(&fs->cache_lock);
