@@ -806,6 +806,18 @@ static int list_logs(struct kv_lsm *db, uint64_t from, uint64_t **out, size_t *n
 	return 0;
 }
 
+/* How far ahead of its records a log is written: an eighth of a memtable,
+ * between 64 KiB and KV_DB_LOG_AHEAD. */
+static uint32_t log_ahead_step(const struct kv_lsm *db)
+{
+	uint64_t step = db->opt.memtable_bytes / 8;
+	if (step < (64u << 10))
+		step = 64u << 10;
+	if (step > KV_DB_LOG_AHEAD)
+		step = KV_DB_LOG_AHEAD;
+	return (uint32_t)step;
+}
+
 /* Starts a new WAL, in a spare file if there is one, and makes its directory
  * entry durable. mu not needed (open) or held by the switching leader. */
 int kv_db_new_log(struct kv_lsm *db, uint64_t *number_out)
@@ -840,6 +852,9 @@ int kv_db_new_log(struct kv_lsm *db, uint64_t *number_out)
 		kv_vfs_remove(db->vfs, path);
 		return r;
 	}
+	uint64_t size = 0;
+	if (!db->opt.deterministic && kv_file_size(f, &size) == 0)
+		kv_wal_writer_ahead(w, size, log_ahead_step(db));
 	if (db->wal) {
 		(void)kv_wal_finish(db->wal); /* unsynced: a lost END reads as a torn tail */
 		kv_wal_writer_free(db->wal);

@@ -33,6 +33,13 @@ struct writer;
 /* Counters kept with relaxed atomics; read by kv_lsm_get_stats(). */
 /* Spare log files kept for reuse (db_recycle.c). */
 #define KV_DB_SPARES 2
+/*
+ * A log is kept written up to this far ahead of its records
+ * (kv_wal_writer_ahead; an eighth of a memtable, at least 64 KiB), so that a
+ * fresh store's first log, or a log that outgrows its spare, overwrites in
+ * place as a recycled one does. Not in deterministic mode.
+ */
+#define KV_DB_LOG_AHEAD (1u << 20)
 
 struct db_counters {
 	_Atomic uint64_t user_bytes, wal_bytes, flush_bytes, compaction_read, compaction_written,

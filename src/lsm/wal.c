@@ -42,6 +42,8 @@ struct kv_wal_writer {
 	uint64_t offset;        /* where the next record goes */
 	uint64_t synced_offset; /* everything before this is durable */
 	size_t block_offset;    /* offset % KV_WAL_BLOCK */
+	uint64_t ready;         /* the file holds bytes [0, ready): kv_wal_writer_ahead */
+	uint32_t ahead;         /* zeros are written this far ahead; 0: off */
 	int error;              /* sticky: 0 or the failure */
 	struct kv_buf buf;      /* reused for every record */
 };
@@ -61,6 +63,38 @@ int kv_wal_writer_new(struct kv_file *f, uint64_t log_number, uint64_t start_off
 	kv_buf_init(&w->buf);
 	*out = w;
 	return 0;
+}
+
+void kv_wal_writer_ahead(struct kv_wal_writer *w, uint64_t file_size, uint32_t step)
+{
+	w->ready = file_size;
+	w->ahead = step;
+}
+
+/*
+ * Before a record that ends at @end: zeros from the end of what the file
+ * holds to the next multiple of w->ahead past @end (kv_wal_writer_ahead).
+ */
+static void write_ahead(struct kv_wal_writer *w, uint64_t end)
+{
+	static const uint8_t zeros[64u << 10];
+	if (!w->ahead || end <= w->ready)
+		return;
+	uint64_t from = w->ready > w->offset ? w->ready : w->offset;
+	uint64_t to = (end / w->ahead + 1) * w->ahead;
+	while (from < to) {
+		size_t n = to - from < sizeof zeros ? (size_t)(to - from) : sizeof zeros;
+		int err = kv_file_pwrite(w->file, zeros, n, from);
+		if (err) {
+			/* The record itself may still fit: append from now on. */
+			kv_warn("wal %" PRIu32 ": writing ahead at %" PRIu64 " failed: %s",
+				w->log_number, from, kv_strerror(err));
+			w->ahead = 0;
+			return;
+		}
+		from += n;
+	}
+	w->ready = to;
 }
 
 void kv_wal_writer_free(struct kv_wal_writer *w)
@@ -164,6 +198,7 @@ static int add(struct kv_wal_writer *w, const struct kv_slice *parts, size_t npa
 	w->buf.n = (size_t)(out - w->buf.p);
 	assert(w->buf.n <= w->buf.cap);
 
+	write_ahead(w, w->offset + w->buf.n);
 	err = kv_file_pwrite(w->file, w->buf.p, w->buf.n, w->offset);
 	if (err) {
 		/*

@@ -64,6 +64,19 @@ struct kv_wal_writer;
 int kv_wal_writer_new(struct kv_file *f, uint64_t log_number, uint64_t start_offset,
 		      struct kv_wal_writer **out);
 
+/*
+ * Makes the writer keep the file written ahead of its records: once a record
+ * would reach past byte @file_size (what the file holds now), it first
+ * writes zeros up to the next multiple of @step past the record's end, so
+ * that most records overwrite bytes the file already holds and their sync
+ * carries data only, never a new size or a newly allocated extent (appending
+ * here costs up to half as much again per sync: doc/storage-format.md
+ * "Deleting and recycling"). The zeros read as the log's normal end. A
+ * failed zero write is no error: the writer warns once and appends from
+ * then on. @step 0 turns it off (the default).
+ */
+void kv_wal_writer_ahead(struct kv_wal_writer *w, uint64_t file_size, uint32_t step);
+
 /* Frees the writer (not the file; nothing is synced). NULL is a no-op. */
 void kv_wal_writer_free(struct kv_wal_writer *w);
 

@@ -149,6 +149,34 @@ static void test_db_recycle__fresh_store_gets_a_spare_of_zeros(void **state)
 	check_range(f->db, 0, 100, 1);
 }
 
+/*
+ * A fresh store's first log has no spare to start in: it is written ahead of
+ * its records instead (an eighth of a memtable at a time), and the zeros past
+ * the last record read as its end at reopen.
+ */
+static void test_db_recycle__first_log_is_written_ahead(void **state)
+{
+	struct fixture *f = *state;
+	f->opt.memtable_bytes = 1u << 20; /* a step of 128 KiB */
+	db_open(f, NULL);
+	write_range(f->db, 0, 1, 1); /* a few hundred bytes */
+	uint64_t bytes = 0;
+	assert_int_equal(count_files(f, ".log", &bytes), 1);
+	assert_int_equal(bytes, 128u << 10);
+	write_range(f->db, 1, 500, 1); /* ~160 KiB: past the first step */
+	assert_int_equal(count_files(f, ".log", &bytes), 1);
+	assert_int_equal(bytes, 256u << 10);
+	db_close(f);
+
+	struct kv_lsm_open_report rep;
+	db_open(f, &rep);
+	assert_true(rep.wal_records >= 1);
+	assert_false(rep.wal_torn_tail);
+	assert_false(rep.possible_loss);
+	assert_int_equal(rep.wal_bad_regions, 0);
+	check_range(f->db, 0, 500, 1);
+}
+
 static void test_db_recycle__logs_come_back_and_reopen_is_clean(void **state)
 {
 	struct fixture *f = *state;
@@ -265,6 +293,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_db_recycle__fresh_store_gets_a_spare_of_zeros, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_db_recycle__first_log_is_written_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__logs_come_back_and_reopen_is_clean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__obsolete_files_are_deleted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__slow_pace_never_stops_writers, setup, teardown),

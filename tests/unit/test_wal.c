@@ -468,6 +468,131 @@ static void test_wal__writer_continues_at_an_offset(void **state)
 	mf_free(&f);
 }
 
+/* ---- Writing ahead (kv_wal_writer_ahead) --------------------------------- */
+
+#define AHEAD_STEP 8192u
+
+/*
+ * Records of every size, some longer than the step: before each, the file
+ * already reaches past the record's end, to a multiple of the step, and the
+ * log still reads back whole and clean, ending where the writer stopped.
+ */
+static void test_wal__writer_writes_zeros_ahead(void **state)
+{
+	(void)state;
+	struct memfile f;
+	mf_init(&f);
+	struct kv_wal_writer *w;
+	assert_int_equal(kv_wal_writer_new(&f.base, LOGNUM, 0, &w), 0);
+	kv_wal_writer_ahead(w, 0, AHEAD_STEP);
+	size_t sizes[] = { 100, 3000, 4000, 20000, 1, 0, KV_WAL_BLOCK, 500, 9000 };
+	size_t n = sizeof sizes / sizeof sizes[0];
+	struct recs want = { calloc(n, sizeof(struct kv_buf)), n }, got;
+	struct kv_buf b = KV_BUF_INIT;
+	for (size_t i = 0; i < n; i++) {
+		fill_payload(&b, sizes[i], i);
+		uint64_t before = f.n;
+		unsigned writes = f.writes;
+		assert_int_equal(kv_wal_add(w, kv_buf_slice(&b)), 0);
+		assert_int_equal(kv_buf_append(&want.v[i], b.p, b.n), 0);
+		assert_true(f.n > kv_wal_offset(w));
+		assert_int_equal(f.n % AHEAD_STEP, 0);
+		/* Zeros only when the record would reach past the file's end. */
+		assert_int_equal(f.writes - writes, kv_wal_offset(w) > before ? 2 : 1);
+	}
+	assert_int_equal(kv_wal_sync(w), 0);
+	uint64_t end = kv_wal_offset(w);
+	kv_wal_writer_free(w);
+
+	struct kv_wal_stats st;
+	read_log(&f, LOGNUM, &got, &st);
+	assert_same(&got, &want);
+	assert_clean(&st);
+	assert_int_equal(st.end_offset, end);
+	assert_true(st.stale_bytes > 0);
+	recs_free(&want);
+	recs_free(&got);
+	kv_buf_release(&b);
+	mf_free(&f);
+}
+
+/* A recycled file: nothing is written ahead until the records reach its
+ * end, and then the zeros start at its end, not at the writer's offset. */
+static void test_wal__writing_ahead_starts_at_the_end_of_the_file(void **state)
+{
+	(void)state;
+	struct memfile f;
+	mf_init(&f);
+	size_t old_sizes[] = { 10000, 10000, 10000 };
+	write_log(&f, LOGNUM - 1, old_sizes, 3, NULL); /* an older log's bytes */
+	uint64_t old_end = f.n;
+	struct kv_wal_writer *w;
+	assert_int_equal(kv_wal_writer_new(&f.base, LOGNUM, 0, &w), 0);
+	kv_wal_writer_ahead(w, old_end, AHEAD_STEP);
+	struct kv_buf b = KV_BUF_INIT;
+	unsigned k = 0;
+	while (kv_wal_offset(w) + 2000 < old_end) {
+		unsigned writes = f.writes;
+		fill_payload(&b, 1000, k++);
+		assert_int_equal(kv_wal_add(w, kv_buf_slice(&b)), 0);
+		assert_int_equal(f.writes - writes, 1);
+		assert_int_equal(f.n, old_end);
+	}
+	/* This record reaches past the old bytes: zeros to the next step. */
+	fill_payload(&b, 5000, k++);
+	assert_int_equal(kv_wal_add(w, kv_buf_slice(&b)), 0);
+	assert_int_equal(f.n, (kv_wal_offset(w) / AHEAD_STEP + 1) * AHEAD_STEP);
+	for (uint64_t i = kv_wal_offset(w); i < f.n; i++)
+		assert_int_equal(f.p[i], 0);
+	assert_int_equal(kv_wal_finish(w), 0);
+	assert_int_equal(kv_wal_sync(w), 0);
+	kv_wal_writer_free(w);
+
+	struct recs got;
+	struct kv_wal_stats st;
+	read_log(&f, LOGNUM, &got, &st);
+	assert_int_equal(got.n, k);
+	assert_clean(&st);
+	assert_true(st.finished);
+	recs_free(&got);
+	kv_buf_release(&b);
+	mf_free(&f);
+}
+
+/* A zero write that fails is no error: the record is written, and the
+ * writer appends from then on. */
+static void test_wal__failed_write_ahead_falls_back_to_appending(void **state)
+{
+	(void)state;
+	struct memfile f;
+	mf_init(&f);
+	struct kv_wal_writer *w;
+	assert_int_equal(kv_wal_writer_new(&f.base, LOGNUM, 0, &w), 0);
+	kv_wal_writer_ahead(w, 0, AHEAD_STEP);
+	struct kv_buf b = KV_BUF_INIT;
+	fill_payload(&b, 700, 1);
+	f.fail_write_after = 100; /* the zeros stop short and fail */
+	assert_int_equal(kv_wal_add(w, kv_buf_slice(&b)), 0);
+	assert_int_equal(kv_wal_error(w), 0);
+	assert_int_equal(f.n, kv_wal_offset(w));
+	unsigned writes = f.writes;
+	fill_payload(&b, 20000, 2);
+	assert_int_equal(kv_wal_add(w, kv_buf_slice(&b)), 0);
+	assert_int_equal(f.writes - writes, 1);
+	assert_int_equal(f.n, kv_wal_offset(w));
+	assert_int_equal(kv_wal_sync(w), 0);
+	kv_wal_writer_free(w);
+
+	struct recs got;
+	struct kv_wal_stats st;
+	read_log(&f, LOGNUM, &got, &st);
+	assert_int_equal(got.n, 2);
+	assert_clean(&st);
+	recs_free(&got);
+	kv_buf_release(&b);
+	mf_free(&f);
+}
+
 static void test_wal__sync_is_skipped_when_nothing_is_new(void **state)
 {
 	(void)state;
@@ -1333,6 +1458,9 @@ int main(void)
 		cmocka_unit_test(test_wal__fragments_carry_the_right_types),
 		cmocka_unit_test(test_wal__addv_equals_add),
 		cmocka_unit_test(test_wal__writer_continues_at_an_offset),
+		cmocka_unit_test(test_wal__writer_writes_zeros_ahead),
+		cmocka_unit_test(test_wal__writing_ahead_starts_at_the_end_of_the_file),
+		cmocka_unit_test(test_wal__failed_write_ahead_falls_back_to_appending),
 		cmocka_unit_test(test_wal__sync_is_skipped_when_nothing_is_new),
 		cmocka_unit_test(test_wal__bad_checksum_is_a_bad_region),
 		cmocka_unit_test(test_wal__bad_length_is_a_bad_region),
