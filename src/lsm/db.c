@@ -536,7 +536,7 @@ static void *flush_main(void *arg)
 	while (!db->shutting_down) {
 		if (db->nimm == 0) {
 			pthread_mutex_unlock(&db->mu);
-			bool worked = kv_db_empty_trash_once(db, true) || kv_db_prepare_spare(db);
+			bool worked = kv_db_empty_trash_once(db, true) || kv_db_prepare_ready_log(db);
 			pthread_mutex_lock(&db->mu);
 			/* kv_db_trash does not take mu, so its queue is polled. */
 			if (!worked && db->nimm == 0 && !db->shutting_down)
@@ -818,16 +818,30 @@ static uint32_t log_ahead_step(const struct kv_lsm *db)
 	return (uint32_t)step;
 }
 
-/* Starts a new WAL, in a spare file if there is one, and makes its directory
- * entry durable. mu not needed (open) or held by the switching leader. */
+/* Starts a new WAL: the ready log if there is one (named and durable
+ * already: only opened), else in a spare file if there is one, or a new file,
+ * whose directory entry it makes durable. mu not needed (open) or held by the
+ * switching leader. */
 int kv_db_new_log(struct kv_lsm *db, uint64_t *number_out)
 {
-	uint64_t number = atomic_fetch_add(&db->next_file, 1);
 	char path[PATH_MAX_LEN];
-	kv_db_log_path(path, sizeof path, db->dir, number);
 	struct kv_file *f = NULL;
 	struct kv_wal_writer *w = NULL;
 	int r = -ENOENT;
+	uint64_t number = db->ready_log;
+	db->ready_log = 0;
+	if (number) {
+		kv_db_log_path(path, sizeof path, db->dir, number);
+		r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE, &f);
+		if (!r) {
+			atomic_fetch_add_explicit(&db->c.logs_ready, 1, memory_order_relaxed);
+			goto opened;
+		}
+		kv_warn("ready log %s: %s; starting another", path, kv_strerror(r));
+		kv_db_trash(db, path);
+	}
+	number = atomic_fetch_add(&db->next_file, 1);
+	kv_db_log_path(path, sizeof path, db->dir, number);
 	uint64_t spare = kv_db_take_spare(db);
 	if (spare) {
 		/* Overwritten in place; what is left of the old contents reads
@@ -845,6 +859,7 @@ int kv_db_new_log(struct kv_lsm *db, uint64_t *number_out)
 	if (r)
 		return r;
 	r = kv_vfs_sync_dir(db->vfs, db->dir);
+opened:
 	if (!r)
 		r = kv_wal_writer_new(f, number, 0, &w);
 	if (r) {
@@ -1173,6 +1188,7 @@ void kv_lsm_get_stats(struct kv_lsm *db, struct kv_lsm_stats *out)
 	out->flushes = LOAD(flushes);
 	out->compactions = LOAD(compactions);
 	out->logs_recycled = LOAD(logs_recycled);
+	out->logs_ready = LOAD(logs_ready);
 #undef LOAD
 	pthread_mutex_lock(&db->mu);
 	for (int l = 0; l < KV_LSM_LEVELS; l++) {

@@ -44,7 +44,7 @@ struct writer;
 struct db_counters {
 	_Atomic uint64_t user_bytes, wal_bytes, flush_bytes, compaction_read, compaction_written,
 		manifest_bytes, stalls, stall_ns, wal_syncs, write_groups, writes, flushes,
-		compactions, logs_recycled;
+		compactions, logs_recycled, logs_ready;
 };
 
 struct kv_lsm {
@@ -111,6 +111,8 @@ struct kv_lsm {
 	size_t ntrash, trash_cap;
 	uint64_t spares[KV_DB_SPARES];   /* spare logs' numbers (mu) */
 	unsigned nspares;                /* (mu) */
+	uint64_t ready_log;              /* a log already named and durable in the
+					  * directory, for the next switch; 0: none (mu) */
 	unsigned quarantined;            /* (mu) */
 
 	struct db_counters c;
@@ -146,8 +148,13 @@ void kv_db_spare_path(char *out, size_t n, const char *dir, uint64_t number);
 uint64_t kv_db_take_spare(struct kv_lsm *db);
 /* Log @number at @path is no longer needed: a spare, or trash (mu not held). */
 void kv_db_retire_log(struct kv_lsm *db, uint64_t number, const char *path);
-/* Writes a spare of zeros if there is none (flush thread; mu not held). */
-bool kv_db_prepare_spare(struct kv_lsm *db);
+/*
+ * Names the next log ahead of time (a spare renamed, or an empty file) and
+ * makes its directory entry durable, so that the switch to it only opens it
+ * (db_recycle.c, "Ready logs"). Flush thread, mu not held; false if there
+ * was nothing to do.
+ */
+bool kv_db_prepare_ready_log(struct kv_lsm *db);
 /* At open, after recovery: keeps the spares found (threads only), deletes the rest. */
 void kv_db_adopt_spares(struct kv_lsm *db);
 

@@ -22,8 +22,10 @@
  *   offset 0 (the WAL format allows it: a recycled file's older fragments
  *   carry the old log number and read as stale, doc/storage-format.md#wal).
  *   Old logs become spares (NNNNNN.spare, at most KV_DB_SPARES) instead of
- *   being deleted; a store with no spare (a fresh one) gets one written
- *   with zeros by the flush thread while it has nothing else to do.
+ *   being deleted, and the flush thread names the next log ahead of time
+ *   (a spare, or else an empty file: a log without a spare is written ahead
+ *   of its records, kv_wal_writer_ahead), so that a switch of logs syncs no
+ *   directory.
  *
  * Without threads (deterministic mode) files are deleted at once and no
  * spare is kept: the single-threaded store behaves as it always did.
@@ -37,11 +39,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lsm/wal.h"
 #include "util/error.h"
 #include "util/log.h"
 
 #define PATH_MAX_LEN 4096
-#define SPARE_MAX_BYTES ((uint64_t)64 << 20)
 
 /* ---- Deleting -------------------------------------------------------------- */
 
@@ -143,54 +145,76 @@ void kv_db_retire_log(struct kv_lsm *db, uint64_t number, const char *path)
 }
 
 /*
- * A spare of zeros as large as a log grows (a memtable and a quarter, at most
- * SPARE_MAX_BYTES), written a MiB at a time at the background pace, synced
- * so its extents are written ones before any log uses it. Stops early,
- * keeping what it wrote, when a flush is waiting. Flush thread, mu not
- * held; false if nothing was needed.
+ * Ready logs. Starting a log renames a spare or creates a file, then syncs
+ * the directory, and the switching writer holds mu throughout: every writer
+ * of the store waits for that directory sync, which on a busy disk takes as
+ * long as the device needs to take in everything written before it. So the
+ * flush thread names the next log ahead of time, a spare renamed or else an
+ * empty new file, writes an END fragment of the new number at its offset 0
+ * and syncs it and the directory, and leaves the log for kv_db_new_log,
+ * which then only opens it and overwrites the END with the first record. A
+ * ready log that a close or a crash leaves unused reads as an empty,
+ * finished log: recovery replays nothing from it and retires it like any
+ * other.
  */
-bool kv_db_prepare_spare(struct kv_lsm *db)
+bool kv_db_prepare_ready_log(struct kv_lsm *db)
 {
-	static const uint8_t zeros[1u << 20];
 	pthread_mutex_lock(&db->mu);
-	bool needed = db->trash_deferred && db->nspares == 0 && !db->shutting_down;
-	pthread_mutex_unlock(&db->mu);
-	if (!needed)
-		return false;
-	uint64_t number = atomic_fetch_add(&db->next_file, 1);
-	char path[PATH_MAX_LEN];
-	kv_db_spare_path(path, sizeof path, db->dir, number);
-	struct kv_file *f = NULL;
-	int r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE | KV_VFS_CREATE | KV_VFS_TRUNC, &f);
-	if (r) {
-		kv_warn("could not create a spare log %s: %s", path, kv_strerror(r));
+	if (!db->trash_deferred || db->ready_log || db->shutting_down) {
+		pthread_mutex_unlock(&db->mu);
 		return false;
 	}
-	uint64_t want = db->opt.memtable_bytes + db->opt.memtable_bytes / 4, off = 0;
-	if (want > SPARE_MAX_BYTES)
-		want = SPARE_MAX_BYTES; /* a longer log appends past the end */
-	while (!r && off < want) {
-		size_t n = want - off < sizeof zeros ? (size_t)(want - off) : sizeof zeros;
-		r = kv_file_pwrite(f, zeros, n, off);
+	uint64_t spare = kv_db_take_spare(db);
+	uint64_t number = atomic_fetch_add(&db->next_file, 1);
+	pthread_mutex_unlock(&db->mu);
+
+	char path[PATH_MAX_LEN];
+	kv_db_log_path(path, sizeof path, db->dir, number);
+	int r;
+	if (spare) {
+		char from[PATH_MAX_LEN];
+		kv_db_spare_path(from, sizeof from, db->dir, spare);
+		r = kv_vfs_rename(db->vfs, from, path);
+		if (r) {
+			kv_warn("could not ready %s as the next log: %s", from, kv_strerror(r));
+			add_spare(db, spare);
+			return false;
+		}
+	}
+	/* An END of its own at offset 0: until the log is used, whatever the
+	 * file holds after it (a spare's old records) is never read as this
+	 * log's, not even as a torn tail. */
+	struct kv_file *f = NULL;
+	struct kv_wal_writer *w = NULL;
+	r = kv_vfs_open(db->vfs, path, KV_VFS_WRITE | (spare ? 0 : KV_VFS_CREATE | KV_VFS_TRUNC), &f);
+	if (!r)
+		r = kv_wal_writer_new(f, number, 0, &w);
+	if (!r)
+		r = kv_wal_finish(w);
+	if (!r)
+		r = kv_wal_sync(w);
+	kv_wal_writer_free(w);
+	if (f) {
+		int cr = kv_file_close(f);
 		if (!r)
-			(void)kv_file_writeback(f, off, n);
-		off += n;
-		kv_db_pace(db, n);
-		pthread_mutex_lock(&db->mu);
-		bool stop = db->nimm > 0 || db->shutting_down;
-		pthread_mutex_unlock(&db->mu);
-		if (stop)
-			break;
+			r = cr;
 	}
 	if (!r)
-		r = kv_file_sync(f);
-	kv_file_close(f);
+		r = kv_vfs_sync_dir(db->vfs, db->dir);
 	if (r) {
-		kv_warn("could not write a spare log %s: %s", path, kv_strerror(r));
+		kv_warn("could not ready the next log %s: %s", path, kv_strerror(r));
 		kv_db_trash(db, path);
 		return false;
 	}
-	add_spare(db, number);
+	pthread_mutex_lock(&db->mu);
+	/* A switch while this was being done started a newer log: this one
+	 * would come before it, so it cannot be the next. */
+	bool usable = number > db->wal_number && !db->shutting_down;
+	if (usable)
+		db->ready_log = number;
+	pthread_mutex_unlock(&db->mu);
+	if (!usable)
+		kv_db_trash(db, path);
 	return true;
 }
 

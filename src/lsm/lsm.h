@@ -224,6 +224,7 @@ struct kv_lsm_stats {
 	uint64_t flushes;
 	uint64_t logs_recycled;       /* logs started in a spare file (db_recycle.c) */
 	unsigned spare_logs;          /* spare log files ready for the next logs */
+	uint64_t logs_ready;          /* logs started in a file named ahead (db_recycle.c) */
 	uint64_t compactions;
 	uint64_t cache_hits;
 	uint64_t cache_misses;

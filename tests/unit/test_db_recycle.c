@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "lsm/lsm.h"
+#include "lsm/wal.h"
 #include "util/error.h"
 
 struct fixture {
@@ -126,27 +127,41 @@ static void check_range(struct kv_lsm *db, unsigned from, unsigned to, unsigned 
 	kv_buf_release(&b);
 }
 
-static void test_db_recycle__fresh_store_gets_a_spare_of_zeros(void **state)
+/* Waits (at most 10 s) until the store has a ready log beside its own. */
+static void wait_ready_log(struct fixture *f)
+{
+	for (int i = 0; i < 1000 && count_files(f, ".log", NULL) < 2; i++)
+		sleep_ms(10);
+	assert_int_equal(count_files(f, ".log", NULL), 2);
+}
+
+/*
+ * An idle store names its next log ahead of time (no spare yet in a fresh
+ * store: an empty file holding only its END), and the next switch starts in
+ * it; a ready log left unused by a close reads as an empty, finished log.
+ */
+static void test_db_recycle__next_log_is_ready_before_the_switch(void **state)
 {
 	struct fixture *f = *state;
 	db_open(f, NULL);
+	wait_ready_log(f);
+	assert_int_equal(count_files(f, ".spare", NULL), 0); /* no zeros written */
+	write_range(f->db, 0, 300, 1); /* ~90 KiB: past a 64 KiB memtable */
 	struct kv_lsm_stats st;
 	kv_lsm_get_stats(f->db, &st);
-	for (int i = 0; i < 1000 && st.spare_logs == 0; i++) {
-		sleep_ms(10);
-		kv_lsm_get_stats(f->db, &st);
-	}
-	/* Written while idle, as large as a log grows. */
-	assert_int_equal(st.spare_logs, 1);
-	uint64_t bytes = 0;
-	assert_int_equal(count_files(f, ".spare", &bytes), 1);
-	assert_true(bytes >= f->opt.memtable_bytes);
-	/* The next log starts in it. */
-	write_range(f->db, 0, 100, 1);
+	assert_true(st.logs_ready >= 1);
+	check_range(f->db, 0, 300, 1);
+	/* The next one is readied from the spare the old log became. */
 	assert_int_equal(kv_lsm_flush(f->db), 0);
-	kv_lsm_get_stats(f->db, &st);
-	assert_true(st.logs_recycled >= 1);
-	check_range(f->db, 0, 100, 1);
+	wait_ready_log(f);
+	db_close(f);
+
+	struct kv_lsm_open_report rep;
+	db_open(f, &rep);
+	assert_false(rep.wal_torn_tail);
+	assert_false(rep.possible_loss);
+	assert_int_equal(rep.wal_bad_regions, 0);
+	check_range(f->db, 0, 300, 1);
 }
 
 /*
@@ -159,13 +174,14 @@ static void test_db_recycle__first_log_is_written_ahead(void **state)
 	struct fixture *f = *state;
 	f->opt.memtable_bytes = 1u << 20; /* a step of 128 KiB */
 	db_open(f, NULL);
+	wait_ready_log(f); /* (an END fragment: 11 bytes) */
 	write_range(f->db, 0, 1, 1); /* a few hundred bytes */
 	uint64_t bytes = 0;
-	assert_int_equal(count_files(f, ".log", &bytes), 1);
-	assert_int_equal(bytes, 128u << 10);
+	assert_int_equal(count_files(f, ".log", &bytes), 2);
+	assert_int_equal(bytes, (128u << 10) + KV_WAL_HEADER);
 	write_range(f->db, 1, 500, 1); /* ~160 KiB: past the first step */
-	assert_int_equal(count_files(f, ".log", &bytes), 1);
-	assert_int_equal(bytes, 256u << 10);
+	assert_int_equal(count_files(f, ".log", &bytes), 2);
+	assert_int_equal(bytes, (256u << 10) + KV_WAL_HEADER);
 	db_close(f);
 
 	struct kv_lsm_open_report rep;
@@ -232,7 +248,8 @@ static void test_db_recycle__obsolete_files_are_deleted(void **state)
 		sleep_ms(10);
 	}
 	assert_int_equal(tables, live);
-	assert_true(count_files(f, ".log", NULL) <= 1 + st.immutables);
+	/* The log, the immutables' logs, and the ready one. */
+	assert_true(count_files(f, ".log", NULL) <= 2 + st.immutables);
 	check_range(f->db, 0, 600, 7);
 	db_close(f);
 	assert_int_equal(count_files(f, ".sst", NULL), live);
@@ -292,7 +309,7 @@ static void test_db_recycle__posix_file_goes_a_step_at_a_time(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_db_recycle__fresh_store_gets_a_spare_of_zeros, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_db_recycle__next_log_is_ready_before_the_switch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__first_log_is_written_ahead, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__logs_come_back_and_reopen_is_clean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__obsolete_files_are_deleted, setup, teardown),
