@@ -18,10 +18,12 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lsm/manifest.h"
 #include "lsm/table.h"
@@ -806,6 +808,31 @@ static int list_logs(struct kv_lsm *db, uint64_t from, uint64_t **out, size_t *n
 	return 0;
 }
 
+/*
+ * Staggered switches. The replicas of a key receive the same writes, so with
+ * one memtable size they would fill their memtables, switch logs and flush
+ * at the same moments: a test cluster's one disk then takes three flushes at
+ * once, every replica's commit-log syncs are slow together, and a quorum
+ * write, which waits for two of them, waits for a slow one. With threads
+ * each memtable is switched at a size drawn between 3/4 and 5/4 of
+ * memtable_bytes (the mean stays memtable_bytes), so replicas drift apart
+ * from their first flush on and a write quorum finds replicas that are not
+ * flushing. Deterministic mode switches at memtable_bytes exactly.
+ */
+void kv_db_next_switch(struct kv_lsm *db)
+{
+	size_t m = db->opt.memtable_bytes;
+	if (db->opt.deterministic) {
+		db->switch_bytes = m;
+		return;
+	}
+	uint64_t z = (db->stagger_rng += 0x9e3779b97f4a7c15ull); /* splitmix64 */
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	db->switch_bytes = m - m / 4 + (size_t)(z % (m / 2 + 1));
+}
+
 /* How far ahead of its records a log is written: an eighth of a memtable,
  * between 64 KiB and KV_DB_LOG_AHEAD. */
 static uint32_t log_ahead_step(const struct kv_lsm *db)
@@ -1056,6 +1083,8 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 		kv_lsm_options_init(&db->opt);
 	if (db->opt.memtable_bytes < 4096)
 		db->opt.memtable_bytes = 4096;
+	db->stagger_rng = kv_now_ns() ^ (uint64_t)(uintptr_t)db ^ ((uint64_t)getpid() << 32);
+	kv_db_next_switch(db);
 	if (db->opt.max_immutable < 1)
 		db->opt.max_immutable = 1;
 	if (db->opt.max_immutable > 16)

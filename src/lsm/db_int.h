@@ -111,6 +111,10 @@ struct kv_lsm {
 	size_t ntrash, trash_cap;
 	uint64_t spares[KV_DB_SPARES];   /* spare logs' numbers (mu) */
 	unsigned nspares;                /* (mu) */
+	size_t switch_bytes;             /* the active memtable is switched at this size:
+					  * memtable_bytes, or within a quarter of it with
+					  * threads (kv_db_next_switch) (mu) */
+	uint64_t stagger_rng;            /* for switch_bytes (mu) */
 	uint64_t ready_log;              /* a log already named and durable in the
 					  * directory, for the next switch; 0: none (mu) */
 	unsigned quarantined;            /* (mu) */
@@ -155,6 +159,8 @@ void kv_db_retire_log(struct kv_lsm *db, uint64_t number, const char *path);
  * was nothing to do.
  */
 bool kv_db_prepare_ready_log(struct kv_lsm *db);
+/* Picks db->switch_bytes for the memtable just started (mu held or open). */
+void kv_db_next_switch(struct kv_lsm *db);
 /* At open, after recovery: keeps the spares found (threads only), deletes the rest. */
 void kv_db_adopt_spares(struct kv_lsm *db);
 

@@ -213,6 +213,8 @@ bool kv_db_prepare_ready_log(struct kv_lsm *db)
 	if (usable)
 		db->ready_log = number;
 	pthread_mutex_unlock(&db->mu);
+	if (usable && spare)
+		atomic_fetch_add_explicit(&db->c.logs_recycled, 1, memory_order_relaxed);
 	if (!usable)
 		kv_db_trash(db, path);
 	return true;

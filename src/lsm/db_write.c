@@ -228,6 +228,7 @@ static int switch_memtable(struct kv_lsm *db)
 	}
 	db->mem.mem = fresh;
 	db->mem.log_number = log_number;
+	kv_db_next_switch(db);
 	pthread_cond_broadcast(&db->bg_cv);
 	return 0;
 }
@@ -271,7 +272,7 @@ static int make_room(struct kv_lsm *db, bool force)
 			slowed = true;
 			continue;
 		}
-		if (!force && !db->wal_error && kv_memtable_bytes(db->mem.mem) < db->opt.memtable_bytes)
+		if (!force && !db->wal_error && kv_memtable_bytes(db->mem.mem) < db->switch_bytes)
 			return 0;
 		if (db->nimm >= db->opt.max_immutable || l0 >= db->opt.l0_stop) {
 			uint64_t t0 = kv_now_ns();

@@ -222,7 +222,7 @@ struct kv_lsm_stats {
 	uint64_t write_groups;
 	uint64_t writes;
 	uint64_t flushes;
-	uint64_t logs_recycled;       /* logs started in a spare file (db_recycle.c) */
+	uint64_t logs_recycled;       /* logs started in (or readied from) a spare file */
 	unsigned spare_logs;          /* spare log files ready for the next logs */
 	uint64_t logs_ready;          /* logs started in a file named ahead (db_recycle.c) */
 	uint64_t compactions;

@@ -193,6 +193,34 @@ static void test_db_recycle__first_log_is_written_ahead(void **state)
 	check_range(f->db, 0, 500, 1);
 }
 
+/*
+ * Replicas get the same writes: their memtables are switched at sizes drawn
+ * between 3/4 and 5/4 of memtable_bytes, so they do not all flush at once.
+ */
+static void test_db_recycle__memtable_switches_are_staggered(void **state)
+{
+	struct fixture *f = *state;
+	db_open(f, NULL);
+	size_t m = f->opt.memtable_bytes, last = 0, lo = SIZE_MAX, hi = 0;
+	unsigned switches = 0;
+	for (unsigned i = 0; i < 4000 && switches < 12; i++) {
+		write_range(f->db, i, i + 1, 1);
+		struct kv_lsm_stats st;
+		kv_lsm_get_stats(f->db, &st);
+		if (st.memtable_bytes < last) { /* switched after the previous write */
+			switches++;
+			lo = last < lo ? last : lo;
+			hi = last > hi ? last : hi;
+		}
+		last = st.memtable_bytes;
+	}
+	assert_true(switches >= 12);
+	assert_true(lo >= m - m / 4);
+	assert_true(hi <= m + m / 4 + 1024); /* (plus the write that crossed it) */
+	assert_true(hi - lo >= m / 16);       /* not one size: 12 draws */
+	check_range(f->db, 0, 100, 1);
+}
+
 static void test_db_recycle__logs_come_back_and_reopen_is_clean(void **state)
 {
 	struct fixture *f = *state;
@@ -311,6 +339,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_db_recycle__next_log_is_ready_before_the_switch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__first_log_is_written_ahead, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_db_recycle__memtable_switches_are_staggered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__logs_come_back_and_reopen_is_clean, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__obsolete_files_are_deleted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db_recycle__slow_pace_never_stops_writers, setup, teardown),
