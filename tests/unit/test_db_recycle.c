@@ -97,6 +97,18 @@ static size_t count_files(struct fixture *f, const char *ext, uint64_t *bytes)
 	return found;
 }
 
+/* Closes and reopens the store; the reopen must find clean logs. */
+static struct kv_lsm_open_report reopen_clean(struct fixture *f)
+{
+	struct kv_lsm_open_report rep;
+	db_close(f);
+	db_open(f, &rep);
+	assert_false(rep.wal_torn_tail);
+	assert_false(rep.possible_loss);
+	assert_int_equal(rep.wal_bad_regions, 0);
+	return rep;
+}
+
 static void key_of(char *out, size_t n, unsigned i)
 {
 	snprintf(out, n, "key-%06u", i);
@@ -154,13 +166,7 @@ static void test_db_recycle__next_log_is_ready_before_the_switch(void **state)
 	/* The next one is readied from the spare the old log became. */
 	assert_int_equal(kv_lsm_flush(f->db), 0);
 	wait_ready_log(f);
-	db_close(f);
-
-	struct kv_lsm_open_report rep;
-	db_open(f, &rep);
-	assert_false(rep.wal_torn_tail);
-	assert_false(rep.possible_loss);
-	assert_int_equal(rep.wal_bad_regions, 0);
+	reopen_clean(f);
 	check_range(f->db, 0, 300, 1);
 }
 
@@ -182,14 +188,7 @@ static void test_db_recycle__first_log_is_written_ahead(void **state)
 	write_range(f->db, 1, 500, 1); /* ~160 KiB: past the first step */
 	assert_int_equal(count_files(f, ".log", &bytes), 2);
 	assert_int_equal(bytes, (256u << 10) + KV_WAL_HEADER);
-	db_close(f);
-
-	struct kv_lsm_open_report rep;
-	db_open(f, &rep);
-	assert_true(rep.wal_records >= 1);
-	assert_false(rep.wal_torn_tail);
-	assert_false(rep.possible_loss);
-	assert_int_equal(rep.wal_bad_regions, 0);
+	assert_true(reopen_clean(f).wal_records >= 1);
 	check_range(f->db, 0, 500, 1);
 }
 
@@ -243,14 +242,7 @@ static void test_db_recycle__logs_come_back_and_reopen_is_clean(void **state)
 		memset(v, 't', sizeof v);
 		assert_int_equal(kv_lsm_put(f->db, kv_slice_str(k), kv_slice_make(v, i * 27)), 0);
 	}
-	db_close(f);
-
-	struct kv_lsm_open_report rep;
-	db_open(f, &rep);
-	assert_true(rep.wal_records >= 1);
-	assert_false(rep.wal_torn_tail);
-	assert_false(rep.possible_loss);
-	assert_int_equal(rep.wal_bad_regions, 0);
+	assert_true(reopen_clean(f).wal_records >= 1);
 	check_range(f->db, 0, 50, round);
 	check_range(f->db, 50, 400, round - 1);
 }
