@@ -509,14 +509,27 @@ static void test_db__corrupt_table_is_quarantined_not_served(void **state)
 	assert_int_equal(kv_vfs_exists(f->vfs, "/db/quarantine"), 0);
 }
 
+/* A fresh directory on the real file system, under $TMPDIR or /tmp. */
+static void posix_dir_make(char *dir, size_t n)
+{
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dir, n, "%s/kvfs-test-db-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+}
+
+static void posix_dir_remove(const char *dir)
+{
+	char cmd[1024];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* On the real file system tables are read through mmap: same checks. */
 static void test_db__mapped_blocks_in_memory_answer_cached_gets(void **state)
 {
 	(void)state;
-	const char *tmp = getenv("TMPDIR");
 	char dir[512];
-	snprintf(dir, sizeof dir, "%s/kvfs-test-db-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(dir));
+	posix_dir_make(dir, sizeof dir);
 	struct kv_lsm_options o;
 	kv_lsm_options_init(&o);
 	o.block_bytes = 512;
@@ -554,23 +567,14 @@ static void test_db__mapped_blocks_in_memory_answer_cached_gets(void **state)
 	assert_int_equal(kv_lsm_get_cached(db, S("key99999"), &b), KV_ENOTFOUND);
 	kv_buf_release(&b);
 	assert_int_equal(kv_lsm_close(db), 0);
-	char **names;
-	size_t n;
-	assert_int_equal(kv_vfs_list(kv_vfs_posix(), dir, &names, &n), 0);
-	for (size_t i = 0; i < n; i++) {
-		char path[1024];
-		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-		kv_vfs_remove(kv_vfs_posix(), path);
-	}
-	kv_vfs_names_free(names, n);
-	assert_int_equal(kv_vfs_remove(kv_vfs_posix(), dir), 0);
+	posix_dir_remove(dir);
 }
 
 static void test_db__mapped_tables_read_and_reject_rot(void **state)
 {
 	(void)state;
-	char dir[] = "/tmp/kvfs-test-db-XXXXXX";
-	assert_non_null(mkdtemp(dir));
+	char dir[512];
+	posix_dir_make(dir, sizeof dir);
 	struct kv_lsm_options o;
 	kv_lsm_options_init(&o);
 	o.block_bytes = 512;
@@ -589,7 +593,7 @@ static void test_db__mapped_tables_read_and_reject_rot(void **state)
 	/* Rot one byte in the middle of the (only) table. */
 	char **names;
 	size_t n;
-	char path[512] = "";
+	char path[1024] = "";
 	assert_int_equal(kv_vfs_list(kv_vfs_posix(), dir, &names, &n), 0);
 	for (size_t i = 0; i < n; i++)
 		if (strstr(names[i], ".sst"))
@@ -624,9 +628,7 @@ static void test_db__mapped_tables_read_and_reject_rot(void **state)
 	kv_buf_release(&b);
 	assert_true(bad > 0);
 	assert_int_equal(kv_lsm_close(db), 0);
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	posix_dir_remove(dir);
 	(void)good;
 }
 
