@@ -354,12 +354,11 @@ bool kv_block_resident(struct kv_file *f, uint64_t offset, uint64_t payload_size
 	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
 	uintptr_t start = (uintptr_t)(m + offset) & ~(page - 1);
 	uintptr_t end = (uintptr_t)(m + offset + n);
+	uintptr_t pages = (end - start + page - 1) / page;
 	unsigned char vec[RESIDENT_MAX_PAGES];
-	if ((end - start + page - 1) / page > sizeof vec)
+	if (pages > sizeof vec || mincore((void *)start, end - start, vec) != 0)
 		return false;
-	if (mincore((void *)start, end - start, vec) != 0)
-		return false;
-	for (uintptr_t i = 0; i < (end - start + page - 1) / page; i++)
+	for (uintptr_t i = 0; i < pages; i++)
 		if (!(vec[i] & 1))
 			return false;
 	return true;

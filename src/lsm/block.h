@@ -130,11 +130,6 @@ int kv_block_init(struct kv_block *b, struct kv_slice contents);
 int kv_block_decode(struct kv_slice stored, struct kv_block **out);
 
 /*
- * Reads the block whose payload is @payload_size bytes at @offset of @f, and
- * decodes it as kv_block_decode(). Returns 0, KV_ECORRUPT, -ENOMEM or the
- * read's error; *out as for kv_block_decode(). Thread-safe (pread only).
- */
-/*
  * True when the block at @offset of a mapped file is in memory right now
  * (mincore(2) of its pages), so that kv_block_read() of it will not wait
  * for the disk: false for a file that is not mapped, for a block of more
@@ -143,6 +138,11 @@ int kv_block_decode(struct kv_slice stored, struct kv_block **out);
  */
 bool kv_block_resident(struct kv_file *f, uint64_t offset, uint64_t payload_size);
 
+/*
+ * Reads the block whose payload is @payload_size bytes at @offset of @f, and
+ * decodes it as kv_block_decode(). Returns 0, KV_ECORRUPT, -ENOMEM or the
+ * read's error; *out as for kv_block_decode(). Thread-safe (pread only).
+ */
 int kv_block_read(struct kv_file *f, uint64_t offset, uint64_t payload_size,
 		  struct kv_block **out);
 

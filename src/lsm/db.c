@@ -826,11 +826,7 @@ void kv_db_next_switch(struct kv_lsm *db)
 		db->switch_bytes = m;
 		return;
 	}
-	uint64_t z = (db->stagger_rng += 0x9e3779b97f4a7c15ull); /* splitmix64 */
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	z ^= z >> 31;
-	db->switch_bytes = m - m / 4 + (size_t)(z % (m / 2 + 1));
+	db->switch_bytes = m - m / 4 + (size_t)kv_rng_below(&db->stagger_rng, m / 2 + 1);
 }
 
 /* How far ahead of its records a log is written: an eighth of a memtable,
@@ -1083,7 +1079,7 @@ int kv_lsm_open(const char *dir, const struct kv_lsm_options *opts, struct kv_ls
 		kv_lsm_options_init(&db->opt);
 	if (db->opt.memtable_bytes < 4096)
 		db->opt.memtable_bytes = 4096;
-	db->stagger_rng = kv_now_ns() ^ (uint64_t)(uintptr_t)db ^ ((uint64_t)getpid() << 32);
+	kv_rng_seed(&db->stagger_rng, kv_now_ns() ^ (uint64_t)(uintptr_t)db ^ ((uint64_t)getpid() << 32));
 	kv_db_next_switch(db);
 	if (db->opt.max_immutable < 1)
 		db->opt.max_immutable = 1;

@@ -16,6 +16,7 @@
 #include "lsm/memtable.h"
 #include "lsm/version.h"
 #include "lsm/wal.h"
+#include "util/rng.h"
 
 /* A memtable and the number of the first WAL that holds its writes. */
 struct db_mem {
@@ -114,7 +115,7 @@ struct kv_lsm {
 	size_t switch_bytes;             /* the active memtable is switched at this size:
 					  * memtable_bytes, or within a quarter of it with
 					  * threads (kv_db_next_switch) (mu) */
-	uint64_t stagger_rng;            /* for switch_bytes (mu) */
+	struct kv_rng stagger_rng;       /* for switch_bytes (mu) */
 	uint64_t ready_log;              /* a log already named and durable in the
 					  * directory, for the next switch; 0: none (mu) */
 	unsigned quarantined;            /* (mu) */

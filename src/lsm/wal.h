@@ -69,9 +69,9 @@ int kv_wal_writer_new(struct kv_file *f, uint64_t log_number, uint64_t start_off
  * would reach past byte @file_size (what the file holds now), it first
  * writes zeros up to the next multiple of @step past the record's end, so
  * that most records overwrite bytes the file already holds and their sync
- * carries data only, never a new size or a newly allocated extent (appending
- * here costs up to half as much again per sync: doc/storage-format.md
- * "Deleting and recycling"). The zeros read as the log's normal end. A
+ * carries data only, never a new size or a newly allocated extent (on ext4
+ * appending cost up to twice as much per synced write: doc/storage-format.md
+ * "Spare logs"). The zeros read as the log's normal end. A
  * failed zero write is no error: the writer warns once and appends from
  * then on. @step 0 turns it off (the default).
  */
