@@ -892,8 +892,14 @@ static void forget_name(struct fs *fs, struct fs_inode *dir, const char *name, c
 	}
 }
 
+/*
+ * Tombstones @stored with @ctx; a directory's tombstone carries its metadata
+ * (@dir_meta, else empty), so that a mount that reads it back later can tell
+ * a removed directory, which lives on while it has live children (DESIGN §7
+ * "Directories"), from a removed file.
+ */
 static int delete_key(struct fs *fs, struct fs_inode *dir, const char *stored,
-		      const struct kv_ctx *ctx)
+		      const struct kv_ctx *ctx, struct kv_slice dir_meta)
 {
 	pthread_mutex_lock(&fs->lock);
 	char *key = fs_child_key(dir->key, stored, strlen(stored));
@@ -901,7 +907,9 @@ static int delete_key(struct fs *fs, struct fs_inode *dir, const char *stored,
 	if (!key)
 		return -ENOMEM;
 	struct kv_client_call call = fs_call(fs);
-	int rc = kv_client_delete(fs->client, kv_slice_str(key), ctx, &call, NULL, NULL);
+	int rc = dir_meta.n ? kv_client_delete_meta(fs->client, kv_slice_str(key), ctx, dir_meta,
+						    &call, NULL, NULL)
+			    : kv_client_delete(fs->client, kv_slice_str(key), ctx, &call, NULL, NULL);
 	if (rc < 0)
 		kv_warn("kvfs: delete %s: %s", key, kv_client_errmsg(fs->client));
 	free(key);
@@ -946,7 +954,7 @@ static bool ghost_match(struct fs *fs, struct fs_inode *dir, const char *name)
  * sent now. 0 or -errno.
  */
 static int remove_key(struct fs *fs, struct fs_inode *dir, const char *stored,
-		      const struct kv_ctx *ctx, bool behind)
+		      const struct kv_ctx *ctx, bool behind, struct kv_slice dir_meta)
 {
 	if (behind) {
 		pthread_mutex_lock(&fs->lock);
@@ -956,7 +964,7 @@ static int remove_key(struct fs *fs, struct fs_inode *dir, const char *stored,
 		if (rc != -EAGAIN)
 			return rc;
 	}
-	return delete_key(fs, dir, stored, ctx);
+	return delete_key(fs, dir, stored, ctx, dir_meta);
 }
 
 /* unlink and rmdir (DESIGN §7 "rm name", "rm name.sibling-i"). ns_lock held. */
@@ -997,7 +1005,7 @@ static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bo
 		pthread_mutex_unlock(&fs->lock);
 	}
 	if (use_own) {
-		rc = remove_key(fs, dir, name, &own, behind);
+		rc = remove_key(fs, dir, name, &own, behind, kv_slice_make(NULL, 0));
 		if (rc == 0)
 			forget_name(fs, dir, name, name, &own);
 		kv_ctx_release(&own);
@@ -1046,7 +1054,11 @@ static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bo
 	const struct kv_ctx *ctx = r.sibling ? &r.version_ctx : &r.name_ctx;
 	behind = behind && r.sibling == 0 && r.nfiles <= 1 && !r.is_dir &&
 		 !kv_fs_name_is_reserved(r.stored);
-	rc = remove_key(fs, dir, r.stored, ctx, behind);
+	struct kv_fs_meta dm;
+	struct kv_slice dir_meta = kv_buf_slice(&r.meta_raw);
+	if (!r.is_dir || kv_fs_meta_decode(dir_meta, &dm) != 0 || dm.type != KV_FS_DIR)
+		dir_meta = kv_slice_make(NULL, 0);
+	rc = remove_key(fs, dir, r.stored, ctx, behind, dir_meta);
 	if (rc == 0) {
 		if (!want_dir && r.sibling == 0 && r.nfiles > 1)
 			ghost_add(fs, dir, name, (uint32_t)r.nfiles);

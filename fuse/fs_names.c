@@ -48,7 +48,6 @@ struct fs_dent *fs_dir_find(struct fs_inode *dirino, const char *name, size_t le
 	return i >= 0 ? &dirino->dir->d[i] : NULL;
 }
 
-/* Stores @set (taken: left empty) as the entry @name. */
 /* True when @set holds a live directory version. */
 static bool set_has_dir(const struct kv_dvv *set)
 {
@@ -61,16 +60,39 @@ static bool set_has_dir(const struct kv_dvv *set)
 	return false;
 }
 
+/*
+ * Takes out of @set what a read with `tombstones` adds to a name without
+ * live versions (doc/protocol.md §5.1): 1 when that was a directory's
+ * tombstone (rmdir), whose name lives on while it has live children (DESIGN
+ * §7 "Directories"); else 0; -ENOMEM (then @set is unchanged).
+ */
+static int take_tombstone(struct kv_dvv *set)
+{
+	int dir = 0;
+	for (size_t i = 0; i < set->n; i++) {
+		struct kv_fs_meta m;
+		if (set->v[i].tombstone && kv_fs_meta_decode(set->v[i].meta, &m) == 0 &&
+		    m.type == KV_FS_DIR)
+			dir = 1;
+	}
+	return kv_dvv_hide_tombstones(set, false) < 0 ? -ENOMEM : dir;
+}
+
+/* Stores @set (taken: left empty) as the entry @name. */
 static int dir_store_in(struct fs_dir *d, const char *name, size_t len, struct kv_dvv *set,
 			uint64_t now)
 {
+	int removed_dir = take_tombstone(set);
+	if (removed_dir < 0)
+		return removed_dir;
 	ssize_t i = fs_dir_search(d, d->n, name, len);
 	if (i >= 0) {
 		/*
-		 * Only a name this mount knew as a directory is checked for live
-		 * children once its versions are gone (see fs_dent_check_child).
+		 * Only a name known as a directory (here, or by its rmdir's
+		 * tombstone) is checked for live children once its versions
+		 * are gone (see fs_dent_check_child).
 		 */
-		bool was_dir = d->d[i].child != 0 || set_has_dir(&d->d[i].set);
+		bool was_dir = removed_dir || d->d[i].child != 0 || set_has_dir(&d->d[i].set);
 		kv_dvv_swap(&d->d[i].set, set);
 		kv_dvv_release(set);
 		d->d[i].fetched_ns = now;
@@ -102,7 +124,7 @@ static int dir_store_in(struct fs_dir *d, const char *name, size_t len, struct k
 	kv_dvv_swap(&d->d[at].set, set);
 	d->d[at].fetched_ns = now;
 	d->d[at].stale_ns = 0;
-	d->d[at].child = 0;
+	d->d[at].child = removed_dir ? -1 : 0;
 	d->d[at].has_own = false;
 	kv_ctx_init(&d->d[at].own_ctx);
 	d->n++;
@@ -205,6 +227,7 @@ static int dent_fetch(struct fs *fs, struct fs_inode *dirino, const char *name, 
 	}
 	struct kv_client_call call = fs_call(fs);
 	call.head = true;
+	call.tombstones = true; /* a removed directory may live on (take_tombstone) */
 	int rc = kv_client_get(fs->client, kv_slice_str(key), &call, &set);
 	free(key);
 	if (rc < 0) {
@@ -250,6 +273,7 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 	/* The directory's queued deletes end first: a listing never shows them. */
 	fs_wb_wait_dir(fs, key);
 	struct kv_client_call call = fs_call(fs);
+	call.tombstones = true; /* removed directories that may live on (take_tombstone) */
 	for (int pages = 0; pages < FS_LIST_MAX_PAGES; pages++) {
 		rc = kv_client_list(fs->client, kv_slice_str(key), kv_buf_slice(&cursor), FS_LIST_PAGE,
 				    &call, &page);
@@ -280,7 +304,8 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 				rc = -EIO;
 				goto out;
 			}
-			char *copy = malloc(e->name.n + 1);
+			int removed_dir = take_tombstone(&e->set);
+			char *copy = removed_dir < 0 ? NULL : malloc(e->name.n + 1);
 			if (!copy) {
 				rc = -ENOMEM;
 				goto out;
@@ -294,7 +319,7 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 			kv_dvv_swap(&d->set, &e->set);
 			d->fetched_ns = now;
 			d->stale_ns = 0;
-			d->child = 0;
+			d->child = removed_dir ? -1 : 0; /* checked after the listing */
 			d->has_own = false;
 			kv_ctx_init(&d->own_ctx);
 		}
@@ -414,12 +439,24 @@ static int set_name(char **dst, size_t *dst_len, const char *p, size_t n)
 static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_list_page *page,
 		    const struct kv_slice *hi, uint64_t now, uint64_t asked)
 {
+	bool *removed_dir = calloc(page->n + 1, sizeof *removed_dir);
+	if (!removed_dir)
+		return -ENOMEM;
+	for (size_t j = 0; j < page->n; j++) {
+		int rd = take_tombstone(&page->entries[j].set);
+		if (rd < 0) {
+			free(removed_dir);
+			return rd;
+		}
+		removed_dir[j] = rd > 0;
+	}
 	size_t cap = d->n + page->n + 1;
 	struct fs_dent *nd = malloc(cap * sizeof *nd);
 	char **names = calloc(page->n + 1, sizeof *names);
 	if (!nd || !names) {
 		free(nd);
 		free(names);
+		free(removed_dir);
 		return -ENOMEM;
 	}
 	for (size_t j = 0; j < page->n; j++) {
@@ -430,6 +467,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 				free(names[k]);
 			free(names);
 			free(nd);
+			free(removed_dir);
 			return -ENOMEM;
 		}
 		memcpy(names[j], nm->p, nm->n);
@@ -466,7 +504,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 		if (c == 0) {
 			struct fs_dent *e = &d->d[i++];
 			if (e->stale_ns < asked) {
-				bool was_dir = e->child != 0 || set_has_dir(&e->set);
+				bool was_dir = removed_dir[j] || e->child != 0 || set_has_dir(&e->set);
 				kv_dvv_swap(&e->set, &pe->set);
 				e->fetched_ns = now;
 				e->child = was_dir ? -1 : 0;
@@ -484,12 +522,13 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 		kv_dvv_swap(&e->set, &pe->set);
 		e->fetched_ns = now;
 		e->stale_ns = 0;
-		e->child = 0;
+		e->child = removed_dir[j] ? -1 : 0;
 		e->has_own = false;
 		kv_ctx_init(&e->own_ctx);
 		j++;
 	}
 	free(names);
+	free(removed_dir);
 	free(d->d);
 	d->d = nd;
 	d->n = n;
@@ -526,6 +565,7 @@ static void ra_fetch(struct fs *fs, struct fs_inode *dirino, const char *name, s
 	fs_wb_hold_entries(fs, dirino);
 	pthread_mutex_unlock(&fs->lock);
 	struct kv_client_call call = fs_call(fs);
+	call.tombstones = true; /* removed directories that may live on (take_tombstone) */
 	int rc = kv_client_list(fs->client, kv_slice_str(key), kv_slice_make(name, len), size, &call,
 				&page);
 	if (rc < 0) {

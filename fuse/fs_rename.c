@@ -196,7 +196,11 @@ static int move_tree(struct fs *fs, const char *src, const char *dst, int depth)
 		}
 	}
 	if (set.n > 0) {
-		rc = kv_client_delete(fs->client, kv_slice_str(src), &set.ctx, &call, NULL, NULL);
+		/* As rmdir: the tombstone says a directory was here (fs.c delete_key). */
+		rc = ns > 0 ? kv_client_delete_meta(fs->client, kv_slice_str(src), &set.ctx,
+						    shown[ns - 1]->meta, &call, NULL, NULL)
+			    : kv_client_delete(fs->client, kv_slice_str(src), &set.ctx, &call, NULL,
+					       NULL);
 		if (rc < 0)
 			goto fail;
 	}

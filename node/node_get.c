@@ -98,18 +98,15 @@ int kv_node__repair_key(struct kv_node *node, struct kv_slice key, uint64_t at_n
 /*
  * Replaces @reply's contents with @merged minus its tombstones: they travel
  * between replicas but are hidden from clients after the join (DESIGN §4
- * "Deletes"); the context still covers them. Returns 0 or -ENOMEM.
+ * "Deletes"); the context still covers them. With KV_MSG_GET_F_TOMBSTONES a
+ * key without live versions keeps its latest tombstone with metadata
+ * (doc/protocol.md §5.1). Returns 0 or -ENOMEM.
  */
-static int live_view(struct kv_dvv *reply, const struct kv_dvv *merged)
+static int live_view(struct kv_dvv *reply, const struct kv_dvv *merged, uint8_t flags)
 {
-	struct kv_ctx tombs = KV_CTX_INIT;
 	int rc = kv_dvv_copy(reply, merged);
-	for (size_t i = 0; rc == 0 && i < merged->n; i++)
-		if (merged->v[i].tombstone)
-			rc = kv_ctx_add(&tombs, merged->v[i].dot);
-	if (rc == 0 && !kv_ctx_is_empty(&tombs))
-		rc = kv_dvv_discard(reply, &tombs) < 0 ? -ENOMEM : 0;
-	kv_ctx_release(&tombs);
+	if (rc == 0)
+		rc = kv_dvv_hide_tombstones(reply, (flags & KV_MSG_GET_F_TOMBSTONES) != 0);
 	return rc;
 }
 
@@ -142,7 +139,7 @@ static int reply(struct kv_node_op *op, struct kv_effects *out)
 	if (op->origin.kind == ORIGIN_NONE)
 		return 0;
 	struct kv_dvv live = KV_DVV_INIT;
-	int rc = live_view(&live, &op->set);
+	int rc = live_view(&live, &op->set, op->get_flags);
 	if (rc == 0 && live.n > KV_DVV_MAX_SIBLINGS) {
 		kv_node__answer_error(out, &op->origin, KV_ESIBLINGS,
 				      "more than 64 live versions: resolve some of them first");

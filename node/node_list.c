@@ -4,7 +4,8 @@
  *   receiving node  LIST -> REPLICA_LIST (dir, cursor, max) to the N replicas
  *                   of the directory's children (placed by the directory),
  *                   itself through a storage range read
- *   at R pages      join per name, hide tombstone-only names, stop at the
+ *   at R pages      join per name, hide tombstone-only names (with
+ *                   TOMBSTONES, one with metadata stays), stop at the
  *                   smallest last name among the pages that were full
  *                   -> LIST_REPLY (metadata only) with MORE and a name cursor,
  *                   or ERROR KV_ESIBLINGS when an entry has more than 64 live
@@ -33,6 +34,7 @@ struct list_page {
 struct kv_node_list {
 	struct kv_buf cursor; /* list names strictly after it; empty = from the start */
 	uint32_t max;         /* entries a page */
+	uint8_t flags;        /* OP_LIST: the request's KV_MSG_LIST_F_* */
 	uint64_t deadline_ns; /* OP_LIST: the request's deadline */
 	struct list_page pages[KV_NODE_MAX_PEERS]; /* OP_LIST: per preference slot */
 };
@@ -90,20 +92,6 @@ static struct kv_slice dir_norm(struct kv_slice dir)
 	if (dir.n == 1 && dir.p[0] == '/')
 		return kv_slice_make(NULL, 0);
 	return dir;
-}
-
-/* The versions of @set without its tombstones; the context still covers them. */
-static int live_only(struct kv_dvv *set)
-{
-	struct kv_ctx tombs = KV_CTX_INIT;
-	int rc = 0;
-	for (size_t i = 0; rc == 0 && i < set->n; i++)
-		if (set->v[i].tombstone)
-			rc = kv_ctx_add(&tombs, set->v[i].dot);
-	if (rc == 0 && !kv_ctx_is_empty(&tombs))
-		rc = kv_dvv_discard(set, &tombs) < 0 ? -ENOMEM : 0;
-	kv_ctx_release(&tombs);
-	return rc;
 }
 
 /* Emits the range read of @op's directory page (after the cursor). */
@@ -202,6 +190,7 @@ static int list_args(struct kv_node_op *op, const struct kv_msg_list *l)
 	if (op->list == NULL)
 		return -ENOMEM;
 	op->list->max = l->max_entries;
+	op->list->flags = l->flags;
 	if (kv_buf_append(&op->list->cursor, l->cursor.p, l->cursor.n) != 0)
 		return -ENOMEM;
 	return 0;
@@ -346,12 +335,12 @@ static int merge_and_answer(struct kv_node *node, struct kv_node_op *op, struct 
 			repairs++;
 			rc = repair_name(node, op, name, out);
 		}
+		/* DESIGN §4 "Deletes": tombstones are hidden after the join. */
 		if (rc == 0)
-			rc = live_only(&joined);
+			rc = kv_dvv_hide_tombstones(&joined, (l->flags & KV_MSG_LIST_F_TOMBSTONES) != 0);
 		/* doc/protocol.md §5.7: an entry has at most 64 versions. */
 		if (rc == 0 && joined.n > KV_DVV_MAX_SIBLINGS)
 			rc = KV_ESIBLINGS;
-		/* DESIGN §4 "Deletes": tombstones are hidden after the join. */
 		if (rc == 0 && joined.n > 0)
 			rc = page_push(&res, kv_buf_slice(name), &joined);
 		kv_dvv_release(&joined);

@@ -676,7 +676,8 @@ int kv_client_get(struct kv_client *c, struct kv_slice key, const struct kv_clie
 		goto out;
 	cs.deadline_ns = deadline_of(c, call);
 	plan(c, call ? call->node : -1, false, &cs);
-	req.get.flags = call && call->head ? KV_MSG_GET_F_HEAD : 0;
+	req.get.flags = (call && call->head ? KV_MSG_GET_F_HEAD : 0) |
+			(call && call->tombstones ? KV_MSG_GET_F_TOMBSTONES : 0);
 	req.get.r = pick_r(c, call);
 	req.get.key = key;
 	rc = run_call(c, &cs, &req, &frame, &reply);
@@ -690,7 +691,7 @@ out:
 	return rc;
 }
 
-static int write_op(struct kv_client *c, uint16_t type, struct kv_slice key,
+static int write_op(struct kv_client *c, uint16_t type, uint8_t flags, struct kv_slice key,
 		    const struct kv_ctx *ctx, struct kv_slice meta, struct kv_slice body,
 		    const struct kv_client_call *call, struct kv_dot *dot_out,
 		    struct kv_ctx *ctx_out)
@@ -728,6 +729,7 @@ static int write_op(struct kv_client *c, uint16_t type, struct kv_slice key,
 		memcpy(req.put.request_id, call->request_id, KV_REQUEST_ID_LEN);
 	else
 		kv_client_request_id(req.put.request_id);
+	req.put.flags = flags;
 	req.put.key = key;
 	req.put.meta = meta;
 	req.put.body = body;
@@ -752,14 +754,22 @@ int kv_client_put(struct kv_client *c, struct kv_slice key, const struct kv_ctx 
 		  struct kv_slice meta, struct kv_slice body, const struct kv_client_call *call,
 		  struct kv_dot *dot_out, struct kv_ctx *ctx_out)
 {
-	return write_op(c, KV_MSG_PUT, key, ctx, meta, body, call, dot_out, ctx_out);
+	return write_op(c, KV_MSG_PUT, 0, key, ctx, meta, body, call, dot_out, ctx_out);
 }
 
 int kv_client_delete(struct kv_client *c, struct kv_slice key, const struct kv_ctx *ctx,
 		     const struct kv_client_call *call, struct kv_dot *dot_out,
 		     struct kv_ctx *ctx_out)
 {
-	return write_op(c, KV_MSG_DELETE, key, ctx, kv_slice_make(NULL, 0),
+	return write_op(c, KV_MSG_DELETE, 0, key, ctx, kv_slice_make(NULL, 0),
+			kv_slice_make(NULL, 0), call, dot_out, ctx_out);
+}
+
+int kv_client_delete_meta(struct kv_client *c, struct kv_slice key, const struct kv_ctx *ctx,
+			  struct kv_slice meta, const struct kv_client_call *call,
+			  struct kv_dot *dot_out, struct kv_ctx *ctx_out)
+{
+	return write_op(c, KV_MSG_PUT, KV_MSG_PUT_F_TOMBSTONE, key, ctx, meta,
 			kv_slice_make(NULL, 0), call, dot_out, ctx_out);
 }
 
@@ -800,6 +810,7 @@ int kv_client_list(struct kv_client *c, struct kv_slice dir, struct kv_slice cur
 	}
 	cs.deadline_ns = deadline_of(c, call);
 	plan(c, call ? call->node : -1, false, &cs);
+	req.list.flags = call && call->tombstones ? KV_MSG_LIST_F_TOMBSTONES : 0;
 	req.list.r = pick_r(c, call);
 	req.list.max_entries = max_entries;
 	req.list.dir = dir;

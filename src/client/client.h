@@ -66,9 +66,12 @@ struct kv_client_call {
 	const uint8_t *request_id; /* PUT/DELETE: KV_REQUEST_ID_LEN bytes to use as the
 				    * request id (to retry a put across calls, DESIGN §7);
 				    * NULL = a fresh random id for this call */
+	bool tombstones;       /* GET and LIST: a name without live versions comes
+				* with its latest tombstone that carries metadata, if
+				* any (doc/protocol.md §5.1); else it is hidden */
 };
 
-#define KV_CLIENT_CALL_INIT { 0, 0, 0, -1, false, NULL }
+#define KV_CLIENT_CALL_INIT { 0, 0, 0, -1, false, NULL, false }
 
 /* Sets @call to the defaults (same as KV_CLIENT_CALL_INIT). */
 void kv_client_call_init(struct kv_client_call *call);
@@ -162,6 +165,15 @@ int kv_client_put(struct kv_client *c, struct kv_slice key, const struct kv_ctx 
 int kv_client_delete(struct kv_client *c, struct kv_slice key, const struct kv_ctx *ctx,
 		     const struct kv_client_call *call, struct kv_dot *dot_out,
 		     struct kv_ctx *ctx_out);
+
+/*
+ * As kv_client_delete(), with a tombstone that carries @meta (what was
+ * deleted: a PUT with the TOMBSTONE flag, doc/protocol.md §5.3), which a
+ * call with `tombstones` set reads back while the key has no live version.
+ */
+int kv_client_delete_meta(struct kv_client *c, struct kv_slice key, const struct kv_ctx *ctx,
+			  struct kv_slice meta, const struct kv_client_call *call,
+			  struct kv_dot *dot_out, struct kv_ctx *ctx_out);
 
 /* One directory entry: its name (without the directory) and its versions. */
 struct kv_client_list_entry {

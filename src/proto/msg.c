@@ -380,7 +380,7 @@ static int validate(const struct kv_msg *m, const struct kv_msg_limits *lim)
 			return KV_EINVAL;
 		return check_len(m->error.text.n, KV_MSG_ERROR_TEXT_MAX);
 	case SH_GET:
-		if (m->get.flags & ~KV_MSG_GET_F_HEAD || m->get.r > KV_MSG_QUORUM_MAX)
+		if (m->get.flags & ~(KV_MSG_GET_F_HEAD | KV_MSG_GET_F_TOMBSTONES) || m->get.r > KV_MSG_QUORUM_MAX)
 			return KV_EINVAL;
 		return check_len(m->get.key.n, lim->max_key);
 	case SH_PUT:
@@ -393,7 +393,9 @@ static int validate(const struct kv_msg *m, const struct kv_msg_limits *lim)
 			return KV_EINVAL;
 		return 0;
 	case SH_LIST:
-		if (m->list.r > KV_MSG_QUORUM_MAX || m->list.max_entries < 1)
+		if (m->list.flags & ~(m->type == KV_MSG_LIST ? KV_MSG_LIST_F_TOMBSTONES : 0) ||
+		    m->list.r > KV_MSG_QUORUM_MAX ||
+		    m->list.max_entries < 1)
 			return KV_EINVAL;
 		if (check_len(m->list.dir.n, lim->max_key) ||
 		    check_len(m->list.cursor.n, lim->max_name) ||
@@ -585,7 +587,9 @@ static int encode_body(const struct kv_msg *m, struct kv_buf *out)
 			rc = put_ctx(out, &m->put_reply.context);
 		break;
 	case SH_LIST:
-		rc = kv_buf_append_u8(out, m->list.r);
+		rc = kv_buf_append_u8(out, m->list.flags);
+		if (!rc)
+			rc = kv_buf_append_u8(out, m->list.r);
 		if (!rc)
 			rc = kv_buf_append_varint(out, m->list.timeout_ms);
 		if (!rc)
@@ -983,7 +987,9 @@ static int decode_body(struct rd *r, struct kv_msg *m, const struct kv_msg_limit
 		break;
 	}
 	case SH_LIST:
-		rc = rd_u8(r, &m->list.r);
+		rc = rd_u8(r, &m->list.flags);
+		if (!rc)
+			rc = rd_u8(r, &m->list.r);
 		if (!rc)
 			rc = rd_u32v(r, &m->list.timeout_ms);
 		if (!rc)
@@ -1185,7 +1191,8 @@ bool kv_msg_equal(const struct kv_msg *a, const struct kv_msg *b)
 		       a->put_reply.flags == b->put_reply.flags &&
 		       kv_ctx_equal(&a->put_reply.context, &b->put_reply.context);
 	case SH_LIST:
-		return a->list.r == b->list.r && a->list.timeout_ms == b->list.timeout_ms &&
+		return a->list.flags == b->list.flags && a->list.r == b->list.r &&
+		       a->list.timeout_ms == b->list.timeout_ms &&
 		       a->list.max_entries == b->list.max_entries &&
 		       kv_slice_eq(a->list.dir, b->list.dir) &&
 		       kv_slice_eq(a->list.cursor, b->list.cursor);

@@ -119,6 +119,13 @@ enum kv_msg_type {
 
 /* Flags of GET and REPLICA_READ. */
 #define KV_MSG_GET_F_HEAD 0x01 /* reply with every body empty: meta and context only */
+/*
+ * GET and LIST: a name without live versions is answered with its latest
+ * tombstone that carries metadata, if it has one (what was deleted there:
+ * the mount's rmdir, DESIGN §7 "Directories"); without the flag it is hidden.
+ */
+#define KV_MSG_GET_F_TOMBSTONES 0x02
+#define KV_MSG_LIST_F_TOMBSTONES 0x02
 /* Flags of PUT and FORWARD_PUT. */
 #define KV_MSG_PUT_F_TOMBSTONE 0x01
 /* Flags of PUT_REPLY, DELETE_REPLY, FORWARD_PUT_REPLY. */
@@ -239,6 +246,7 @@ struct kv_msg_put_reply {
 
 /* LIST (§5.6) and REPLICA_LIST (§6.4). */
 struct kv_msg_list {
+	uint8_t flags;         /* LIST: KV_MSG_LIST_F_TOMBSTONES; REPLICA_LIST: 0 */
 	uint8_t r;             /* LIST: 0 = cluster default; REPLICA_LIST: 0 */
 	uint32_t timeout_ms;   /* 0 = node default */
 	uint32_t max_entries;  /* 1..limits.max_list_entries */

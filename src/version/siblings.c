@@ -320,6 +320,29 @@ int kv_dvv_discard(struct kv_dvv *s, const struct kv_ctx *ctx)
 	return err;
 }
 
+int kv_dvv_hide_tombstones(struct kv_dvv *s, bool keep_meta)
+{
+	const struct kv_version *keep = NULL;
+	if (keep_meta && kv_dvv_live_count(s) == 0)
+		for (size_t i = 0; i < s->n; i++) {
+			const struct kv_version *v = &s->v[i];
+			if (v->meta.n > 0 &&
+			    (keep == NULL || v->timestamp_ns > keep->timestamp_ns ||
+			     (v->timestamp_ns == keep->timestamp_ns &&
+			      kv_dot_cmp(v->dot, keep->dot) > 0)))
+				keep = v;
+		}
+	struct kv_ctx drop = KV_CTX_INIT;
+	int err = 0;
+	for (size_t i = 0; !err && i < s->n; i++)
+		if (s->v[i].tombstone && &s->v[i] != keep)
+			err = kv_ctx_add(&drop, s->v[i].dot);
+	if (!err && !kv_ctx_is_empty(&drop))
+		err = kv_dvv_discard(s, &drop) < 0 ? -ENOMEM : 0;
+	kv_ctx_release(&drop);
+	return err;
+}
+
 int kv_dvv_put(struct kv_dvv *s, const struct kv_dvv_write *w, struct kv_actor self,
 	       struct kv_counter *counter, const struct kv_dvv_limits *lim, struct kv_dot *dot)
 {

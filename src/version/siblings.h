@@ -198,6 +198,15 @@ int kv_dvv_context_of(const struct kv_dvv *s, struct kv_dot dot, struct kv_ctx *
 size_t kv_dvv_live_count(const struct kv_dvv *s);
 
 /*
+ * What a client is shown of @s (DESIGN §4 "Deletes"): its tombstones are
+ * dropped; the context still covers them. With @keep_meta, a set without
+ * live versions keeps its latest tombstone that carries metadata (latest by
+ * timestamp, then dot), so that a reader can tell what was deleted there
+ * (doc/protocol.md §5.1). Returns 0 or -ENOMEM (then @s is unchanged).
+ */
+int kv_dvv_hide_tombstones(struct kv_dvv *s, bool keep_meta);
+
+/*
  * True when no version of @s is live: every version is a tombstone (or there
  * is none). Such a key is a purge candidate (DESIGN §4 "Deletes").
  */

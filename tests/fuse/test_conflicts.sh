@@ -31,6 +31,7 @@ for g in "${GESTURES[@]}"; do
   echo base >"$RA/$g/f" || fail "write $g/f"
 done
 mkdir "$RA/lone" || fail "mkdir lone"
+mkdir -p "$RA/raced/sub" || fail "mkdir raced/sub"
 for g in "${GESTURES[@]}"; do
   assert_eq "$(cat "$A/$g/f")" base "A sees $g/f before the partition"
   assert_eq "$(cat "$B/$g/f")" base "B sees $g/f before the partition"
@@ -42,10 +43,14 @@ for g in "${GESTURES[@]}"; do
   echo "from-A $g" >"$A/$g/f" || fail "write through A (node 1, cut off) $g/f"
 done
 echo "only A" >"$A/lone/f" || fail "create lone/f through A (node 1, cut off)"
+# A create racing an rmdir (DESIGN §7 "Directories"): B sees raced/sub empty
+# and removes it, while A creates a file in it.
+echo "kept" >"$A/raced/sub/f" || fail "create raced/sub/f through A (node 1, cut off)"
 sleep 0.05 # B's versions get the later timestamps: sibling-1 is A's, sibling-2 is B's
 for g in "${GESTURES[@]}"; do
   echo "from-B $g" >"$B/$g/f" || fail "write through B (node 2) $g/f"
 done
+rmdir "$B/raced/sub" || fail "rmdir raced/sub through B (node 2)"
 for g in "${GESTURES[@]}"; do
   assert_eq "$(cat "$A/$g/f")" "from-A $g" "A reads its own write while cut off ($g)"
   assert_eq "$(cat "$B/$g/f")" "from-B $g" "B reads its own write while cut off ($g)"
@@ -159,6 +164,24 @@ except OSError as e:
 assert_eq "$got" EINVAL "mkdir d.sibling-1"
 both "$g" "f f.sibling-1 f.sibling-2 | f=from-B $g | f.sibling-1=from-A $g | f.sibling-2=from-B $g" \
   "the refused create changed nothing"
+step "a directory removed on one side lives on through the file created in it on the other"
+# Through RA and RB, and through a mount made after the heal that never saw
+# raced/sub before its rmdir: the listing and the lookup both find it.
+fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
+RC=$(fz_mnt rc)
+for m in "$RC" "$RA" "$RB"; do
+  assert_eq "$(fz_names "$m/raced")" "sub" "$m/raced lists sub (alive through its child)"
+  assert_eq "$(cat "$m/raced/sub/f" 2>&1)" "kept" "$m/raced/sub/f"
+  [ -d "$m/raced/sub" ] || fail "$m/raced/sub is not a directory"
+done
+fz_umount rc || fail "unmount rc"
+fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
+RC=$(fz_mnt rc)
+assert_eq "$(stat -c %F "$RC/raced/sub" 2>&1)" "directory" "fresh mount: lookup of raced/sub before any listing"
+rm "$RC/raced/sub/f" || fail "rm raced/sub/f"
+assert_eq "$(fz_names "$RC/raced")" "" "with its last child gone the removed directory is gone"
+fz_umount rc || fail "unmount rc"
+
 step "a file created on one side of the cut has one version after heal"
 # (A create is a put with an empty context: a stale copy of it applied by
 # another node after the heal would show up here as an empty sibling.)

@@ -47,8 +47,10 @@ expect_ok "rmdir d right after rm" rmdir "$A/d"
 t2=$(now_ms)
 fz_counters >"$KV_TMP/after"
 step "rm: $((t1 - t0)) ms, rmdir (waits for the queued deletes): $((t2 - t1)) ms"
-# One DELETE per file, one for the directory; no GET per file.
-assert_eq "$(delta delete_requests)" "$((N + 1))" "DELETE requests of rm of $N files and rmdir"
+# One DELETE per file; the directory's tombstone carries its metadata (a
+# PUT with the TOMBSTONE flag, doc/fs.md §2); no GET per file.
+assert_eq "$(delta delete_requests)" "$N" "DELETE requests of rm of $N files"
+assert_eq "$(delta put_requests)" 1 "PUT requests of rm of $N files and rmdir (the rmdir's tombstone)"
 gets=$(delta get_requests)
 [ "$gets" -le 10 ] || fail "rm of $N files cost $gets GETs (want none per file)"
 [ ! -e "$A/d" ] || fail "d still exists through a"

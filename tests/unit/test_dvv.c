@@ -589,6 +589,70 @@ static void test_dvv__tombstones_are_versions_hidden_from_display(void **state)
 	kv_dvv_release(&t);
 }
 
+/* A tombstone that carries @meta ("" = none). */
+static struct kv_dot tomb_meta(struct node *n, struct kv_dvv *s, const struct kv_ctx *ctx,
+			       const char *meta, int64_t ts)
+{
+	struct kv_dvv_write w = { .context = ctx, .timestamp_ns = ts, .tombstone = true };
+	w.meta = kv_slice_str(meta);
+	struct kv_dot d = { { 0, 0 }, 0 };
+	node_refill(n);
+	assert_int_equal(kv_dvv_put(s, &w, n->self, &n->counter, NULL, &d), 0);
+	return d;
+}
+
+/*
+ * kv_dvv_hide_tombstones: every tombstone goes and the context still covers
+ * it; with keep_meta a set without live versions keeps its latest tombstone
+ * that carries metadata, and a set with a live version keeps none.
+ */
+static void test_dvv__hide_tombstones_keeps_the_latest_with_metadata_on_request(void **state)
+{
+	(void)state;
+	struct node a, b, c;
+	node_init(&a, 1);
+	node_init(&b, 2);
+	node_init(&c, 3);
+	struct kv_dvv s = KV_DVV_INIT, t = KV_DVV_INIT, u = KV_DVV_INIT, x = KV_DVV_INIT;
+	put(&a, &s, NULL, "dir", 10, 0);
+	assert_int_equal(kv_dvv_join(&t, &s), 0);
+	assert_int_equal(kv_dvv_join(&u, &s), 0);
+	/* Three concurrent removals: two with metadata (b's later), one without (c's latest). */
+	tomb_meta(&a, &s, &s.ctx, "rmdir-a", 20);
+	struct kv_dot late = tomb_meta(&b, &t, &t.ctx, "rmdir-b", 30);
+	tomb_meta(&c, &u, &u.ctx, "", 40);
+	assert_int_equal(kv_dvv_join(&s, &t), 0);
+	assert_int_equal(kv_dvv_join(&s, &u), 0);
+	assert_int_equal(s.n, 3);
+
+	assert_int_equal(kv_dvv_copy(&x, &s), 0);
+	assert_int_equal(kv_dvv_hide_tombstones(&x, false), 0);
+	assert_int_equal(x.n, 0);
+	assert_true(kv_ctx_equal(&x.ctx, &s.ctx));
+
+	assert_int_equal(kv_dvv_copy(&x, &s), 0);
+	assert_int_equal(kv_dvv_hide_tombstones(&x, true), 0);
+	assert_int_equal(x.n, 1);
+	assert_true(kv_dot_eq(x.v[0].dot, late));
+	assert_true(kv_slice_eq(x.v[0].meta, kv_slice_str("rmdir-b")));
+	assert_true(kv_ctx_equal(&x.ctx, &s.ctx));
+
+	/* A concurrent live version: only it is shown, with or without keep_meta. */
+	struct kv_dvv live = KV_DVV_INIT;
+	put(&c, &live, NULL, "file", 50, 0);
+	assert_int_equal(kv_dvv_join(&s, &live), 0);
+	assert_int_equal(kv_dvv_copy(&x, &s), 0);
+	assert_int_equal(kv_dvv_hide_tombstones(&x, true), 0);
+	assert_int_equal(x.n, 1);
+	assert_false(x.v[0].tombstone);
+	assert_true(body_is(&x.v[0], "file"));
+	kv_dvv_release(&s);
+	kv_dvv_release(&t);
+	kv_dvv_release(&u);
+	kv_dvv_release(&x);
+	kv_dvv_release(&live);
+}
+
 static void test_dvv__retire_drops_an_actor_without_versions(void **state)
 {
 	(void)state;
@@ -1170,6 +1234,7 @@ int main(void)
 		cmocka_unit_test(test_dvv__display_orders_by_timestamp_then_dot),
 		cmocka_unit_test(test_dvv__identical_versions_are_shown_once),
 		cmocka_unit_test(test_dvv__tombstones_are_versions_hidden_from_display),
+		cmocka_unit_test(test_dvv__hide_tombstones_keeps_the_latest_with_metadata_on_request),
 		cmocka_unit_test(test_dvv__retire_drops_an_actor_without_versions),
 		cmocka_unit_test(test_dvv__join_is_commutative_associative_idempotent),
 		cmocka_unit_test(test_dvv__replicas_converge_in_any_join_order),

@@ -1,7 +1,7 @@
 /*
  * test_node_list.c - the node core's LIST (node/node.h, doc/node.md "List",
  * doc/protocol.md §5.7): children written through different nodes,
- * tombstones hidden, paging across replicas that differ (hidden names fill
+ * tombstones hidden (those with metadata read on request), paging across replicas that differ (hidden names fill
  * pages too), a stale replica that cannot bring back a deleted name, and
  * LIST read repair.
  *
@@ -115,6 +115,108 @@ static void test_node__list_hides_tombstones(void **state)
 	const struct kv_msg_list_reply *lr = &h_reply_for(&h, l)->msg.list_reply;
 	assert_int_equal(lr->n, 1);
 	assert_true(entry_is(&lr->entries[0], "kept"));
+	h_release(&h);
+}
+
+/* A tombstone that carries @meta (a PUT with the TOMBSTONE flag), as the mount's rmdir writes. */
+static void h_delete_meta(struct harness *h, int i, const char *key, const struct kv_ctx *ctx,
+			  const char *meta, uint8_t rid)
+{
+	struct kv_msg del;
+	kv_msg_init(&del, KV_MSG_PUT);
+	del.put.flags = KV_MSG_PUT_F_TOMBSTONE;
+	del.put.key = kv_slice_str(key);
+	del.put.meta = kv_slice_str(meta);
+	del.put.request_id[0] = rid;
+	assert_int_equal(kv_ctx_copy(&del.put.context, ctx), 0);
+	uint64_t d = h_client(h, i, &del);
+	kv_msg_release(&del);
+	h_run(h);
+	assert_int_equal(h_reply_for(h, d)->msg.type, KV_MSG_PUT_REPLY);
+}
+
+static uint64_t h_read(struct harness *h, int i, uint16_t type, const char *key_or_dir,
+		       uint8_t flags)
+{
+	struct kv_msg m;
+	kv_msg_init(&m, type);
+	if (type == KV_MSG_LIST) {
+		m.list.flags = flags;
+		m.list.dir = kv_slice_str(key_or_dir);
+		m.list.max_entries = 10;
+	} else {
+		m.get.flags = flags;
+		m.get.key = kv_slice_str(key_or_dir);
+	}
+	uint64_t req = h_client(h, i, &m);
+	kv_msg_release(&m);
+	h_run(h);
+	return req;
+}
+
+/*
+ * doc/protocol.md §5.1: with TOMBSTONES, GET and LIST answer a name without
+ * live versions with its latest tombstone that carries metadata (a removed
+ * directory, DESIGN §7 "Directories"); a plain tombstone stays hidden, and
+ * without the flag so does every tombstone. A live version replaces it.
+ */
+static void test_node__tombstones_with_metadata_are_read_on_request(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 3, 3, 2, 2);
+	h_put(&h, 0, "/t/d", "", NULL, 1);
+	h_put(&h, 0, "/t/f", "x", NULL, 2);
+	h_put(&h, 0, "/t/kept", "y", NULL, 3);
+	h_run(&h);
+	uint64_t gd = h_get(&h, 1, "/t/d");
+	uint64_t gf = h_get(&h, 1, "/t/f");
+	h_run(&h);
+	h_delete_meta(&h, 2, "/t/d", &h_reply_for(&h, gd)->msg.set_reply.set.ctx, "old-dir", 4);
+	h_delete_meta(&h, 1, "/t/d", &h_reply_for(&h, gd)->msg.set_reply.set.ctx, "dir-meta", 5);
+	h_delete(&h, 2, "/t/f", &h_reply_for(&h, gf)->msg.set_reply.set.ctx, 6);
+
+	const struct kv_msg_list_reply *lr =
+		&h_reply_for(&h, h_read(&h, 0, KV_MSG_LIST, "/t", 0))->msg.list_reply;
+	assert_int_equal(lr->n, 1);
+	assert_true(entry_is(&lr->entries[0], "kept"));
+	lr = &h_reply_for(&h, h_read(&h, 0, KV_MSG_LIST, "/t", KV_MSG_LIST_F_TOMBSTONES))
+		      ->msg.list_reply;
+	assert_int_equal(lr->n, 2);
+	assert_true(entry_is(&lr->entries[0], "d"));
+	assert_true(entry_is(&lr->entries[1], "kept"));
+	const struct kv_dvv *ds = &lr->entries[0].set;
+	assert_int_equal(ds->n, 1); /* the latest of the two, the other hidden */
+	assert_true(ds->v[0].tombstone);
+	assert_true(kv_slice_eq(ds->v[0].meta, kv_slice_str("dir-meta")));
+	assert_int_equal(kv_dvv_live_count(&lr->entries[1].set), 1);
+
+	const struct kv_dvv *g =
+		&h_reply_for(&h, h_read(&h, 0, KV_MSG_GET, "/t/d", 0))->msg.set_reply.set;
+	assert_int_equal(g->n, 0);
+	assert_false(kv_ctx_is_empty(&g->ctx));
+	g = &h_reply_for(&h, h_read(&h, 0, KV_MSG_GET, "/t/d", KV_MSG_GET_F_TOMBSTONES))
+		     ->msg.set_reply.set;
+	assert_int_equal(g->n, 1);
+	assert_true(g->v[0].tombstone);
+	assert_true(kv_slice_eq(g->v[0].meta, kv_slice_str("dir-meta")));
+	g = &h_reply_for(&h, h_read(&h, 0, KV_MSG_GET, "/t/f", KV_MSG_GET_F_TOMBSTONES))
+		     ->msg.set_reply.set;
+	assert_int_equal(g->n, 0);
+
+	/* mkdir again, with the context read: the tombstones are gone for good. */
+	struct kv_ctx ctx = KV_CTX_INIT;
+	g = &h_reply_for(&h, h_read(&h, 0, KV_MSG_GET, "/t/d", KV_MSG_GET_F_TOMBSTONES))
+		     ->msg.set_reply.set;
+	assert_int_equal(kv_ctx_copy(&ctx, &g->ctx), 0);
+	h_put(&h, 0, "/t/d", "again", &ctx, 7);
+	h_run(&h);
+	kv_ctx_release(&ctx);
+	lr = &h_reply_for(&h, h_read(&h, 0, KV_MSG_LIST, "/t", KV_MSG_LIST_F_TOMBSTONES))
+		      ->msg.list_reply;
+	assert_int_equal(lr->n, 2);
+	assert_int_equal(lr->entries[0].set.n, 1);
+	assert_false(lr->entries[0].set.v[0].tombstone);
 	h_release(&h);
 }
 
@@ -324,6 +426,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_node__list_shows_children_written_through_different_nodes),
 		cmocka_unit_test(test_node__list_hides_tombstones),
+		cmocka_unit_test(test_node__tombstones_with_metadata_are_read_on_request),
 		cmocka_unit_test(test_node__list_paging_across_differing_replicas_skips_nothing),
 		cmocka_unit_test(test_node__list_stale_replica_cannot_bring_back_a_deleted_name),
 		cmocka_unit_test(test_node__list_tombstone_filled_page_does_not_skip_names),

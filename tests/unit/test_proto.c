@@ -177,7 +177,7 @@ static void rand_msg(struct kv_rng *r, struct pool *pl, uint16_t type, struct kv
 		break;
 	case KV_MSG_GET:
 	case KV_MSG_REPLICA_READ:
-		m->get.flags = (uint8_t)kv_rng_below(r, 2);
+		m->get.flags = (uint8_t)kv_rng_below(r, 4); /* HEAD, TOMBSTONES */
 		m->get.r = (uint8_t)kv_rng_below(r, KV_MSG_QUORUM_MAX + 1);
 		m->get.timeout_ms = (uint32_t)kv_rng_next(r) >> kv_rng_below(r, 32);
 		m->get.key = rand_bytes(pl, r, KV_MSG_KEY_MAX);
@@ -217,6 +217,8 @@ static void rand_msg(struct kv_rng *r, struct pool *pl, uint16_t type, struct kv
 		break;
 	case KV_MSG_LIST:
 	case KV_MSG_REPLICA_LIST:
+		if (type == KV_MSG_LIST && kv_rng_below(r, 2))
+			m->list.flags = KV_MSG_LIST_F_TOMBSTONES;
 		m->list.r = (uint8_t)kv_rng_below(r, KV_MSG_QUORUM_MAX + 1);
 		m->list.timeout_ms = (uint32_t)kv_rng_below(r, 100000);
 		m->list.max_entries = (uint32_t)(1 + kv_rng_below(r, 10000));
@@ -898,7 +900,22 @@ static void test_proto__limits_are_enforced_both_ways(void **state)
 	assert_int_equal(try_encode(&m, NULL), KV_ETOOBIG);
 	m.list.max_entries = 10000;
 	assert_int_equal(try_encode(&m, NULL), 0);
+	/* LIST's flags: TOMBSTONES only; REPLICA_LIST's: none. */
+	m.list.flags = KV_MSG_LIST_F_TOMBSTONES;
+	assert_int_equal(try_encode(&m, NULL), 0);
+	m.list.flags = 0x01;
+	assert_int_equal(try_encode(&m, NULL), KV_EINVAL);
+	m.type = KV_MSG_REPLICA_LIST;
+	m.list.flags = KV_MSG_LIST_F_TOMBSTONES;
+	assert_int_equal(try_encode(&m, NULL), KV_EINVAL);
+	m.list.flags = 0;
+	assert_int_equal(try_encode(&m, NULL), 0);
 	kv_msg_release(&m);
+	uint8_t list[] = { KV_MSG_LIST_F_TOMBSTONES, 0, 0, 1, 0, 0 }; /* flags r timeout max "" "" */
+	assert_int_equal(decode_body(KV_MSG_LIST, list, sizeof list), 0);
+	assert_int_equal(decode_body(KV_MSG_REPLICA_LIST, list, sizeof list), KV_ECORRUPT);
+	list[0] = 0x80;
+	assert_int_equal(decode_body(KV_MSG_LIST, list, sizeof list), KV_ECORRUPT);
 
 	/* Error text: 1024 bytes at most. */
 	kv_msg_init(&m, KV_MSG_ERROR);
@@ -947,7 +964,9 @@ static void test_proto__malformed_fields_are_refused(void **state)
 	/* The same rules in the decoder: flag bits, quorum, non-minimal varint. */
 	uint8_t get[] = { 0, 0, 0, 1, 'k' };
 	assert_int_equal(decode_body(KV_MSG_GET, get, sizeof get), 0);
-	get[0] = 0x02;
+	get[0] = KV_MSG_GET_F_HEAD | KV_MSG_GET_F_TOMBSTONES;
+	assert_int_equal(decode_body(KV_MSG_GET, get, sizeof get), 0);
+	get[0] = 0x04;
 	assert_int_equal(decode_body(KV_MSG_GET, get, sizeof get), KV_ECORRUPT);
 	get[0] = 0;
 	get[1] = 17;
