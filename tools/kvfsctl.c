@@ -294,7 +294,7 @@ static int cmd_put(struct kv_client *c, const struct opts *o, int argc, char **a
 	const char *ctx_arg = NULL;
 	bool blind = false, verbose = o->verbose, fs_file = false;
 	int ch;
-	optind = 1;
+	optind = 0; /* glibc: start over and permute (main's "+" stopped at the command) */
 	while ((ch = getopt_long(argc, argv, "v", lo, NULL)) != -1) {
 		if (ch == 'C')
 			ctx_arg = optarg;
@@ -391,7 +391,7 @@ static int cmd_get(struct kv_client *c, const struct opts *o, int argc, char **a
 	bool only_ctx = false;
 	long sibling = 0;
 	int ch;
-	optind = 1;
+	optind = 0; /* glibc: start over and permute (main's "+" stopped at the command) */
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (ch == 'C') {
 			only_ctx = true;
@@ -485,7 +485,7 @@ static int cmd_delete(struct kv_client *c, const struct opts *o, int argc, char 
 	const char *ctx_arg = NULL;
 	bool verbose = o->verbose;
 	int ch;
-	optind = 1;
+	optind = 0; /* glibc: start over and permute (main's "+" stopped at the command) */
 	while ((ch = getopt_long(argc, argv, "v", lo, NULL)) != -1) {
 		if (ch == 'C')
 			ctx_arg = optarg;
@@ -547,7 +547,7 @@ static int cmd_list(struct kv_client *c, const struct opts *o, int argc, char **
 {
 	bool longfmt = false;
 	int ch;
-	optind = 1;
+	optind = 0; /* glibc: start over and permute (main's "+" stopped at the command) */
 	while ((ch = getopt(argc, argv, "l")) != -1) {
 		if (ch == 'l')
 			longfmt = true;
@@ -626,7 +626,7 @@ static int cmd_stats(struct kv_client *c, const struct opts *o, int argc, char *
 	(void)o;
 	long node = -1;
 	int ch;
-	optind = 1;
+	optind = 0; /* glibc: start over and permute (main's "+" stopped at the command) */
 	while ((ch = getopt(argc, argv, "n:")) != -1) {
 		if (ch == 'n') {
 			char *end;
@@ -664,7 +664,7 @@ static int cmd_gc(struct kv_client *c, const struct opts *o, int argc, char **ar
 	};
 	int64_t grace = -1;
 	int ch;
-	optind = 1;
+	optind = 0; /* glibc: start over and permute (main's "+" stopped at the command) */
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (ch != 'g')
 			usage();
@@ -865,7 +865,7 @@ out:
  */
 static int cmd_conflicts(struct kv_client *c, const struct opts *o, int argc, char **argv)
 {
-	optind = 1;
+	optind = 0; /* glibc: start over and permute (main's "+" stopped at the command) */
 	if (getopt(argc, argv, "") != -1 || argc - optind != 1)
 		usage();
 	struct kv_slice dir;
@@ -1214,7 +1214,7 @@ static int cmd_fsck(struct kv_client *c, const struct opts *o, int argc, char **
 	};
 	int64_t older_s = -1;
 	int ch;
-	optind = 1;
+	optind = 0; /* glibc: start over and permute (main's "+" stopped at the command) */
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (ch != 'L')
 			usage();

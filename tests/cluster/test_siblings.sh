@@ -74,6 +74,9 @@ ctx=$(head -n 1 "$KV_TMP/out")
 [ -n "$ctx" ] || fail "get --context printed nothing"
 [ "$(wc -l <"$KV_TMP/out")" -le 1 ] || fail "get --context: want one line, got $(wc -l <"$KV_TMP/out")"
 step "  context $ctx"
+# Options after the key, as kvfsctl(8) writes them, parse the same.
+expect_rc_any ctl 1 -r 3 get "$key" --context
+assert_eq "$(head -n 1 "$KV_TMP/out")" "$ctx" "get KEY --context (option after the key)"
 expect_ok "put R with the siblings' context" ctl 2 put --context "$ctx" "$key" - < <(printf 'R')
 for i in 1 2 3; do
   expect_ok "get -r 3 through node $i after the resolution (want one value)" ctl "$i" -r 3 get "$key"
