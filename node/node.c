@@ -478,6 +478,11 @@ size_t kv_node_ops_in_flight(const struct kv_node *node)
 	return n;
 }
 
+void kv_node_get_stats(const struct kv_node *node, struct kv_node_stats *out)
+{
+	*out = node->stats;
+}
+
 int kv_node_preflist(const struct kv_node *node, struct kv_slice key, uint32_t *ids, size_t cap)
 {
 	uint32_t idx[KV_NODE_MAX_PEERS];

@@ -206,6 +206,21 @@ struct kv_node_key;   /* private: a per-key queue (node_int.h) */
 struct kv_node_op;    /* private: an operation in flight */
 
 /*
+ * Counters since kv_node_init() (kv_node_get_stats(); STATS reports them,
+ * doc/protocol.md §5.8).
+ */
+struct kv_node_stats {
+	uint64_t chunk_read_repairs;     /* copies of a chunk a CHUNK_GET coordinated
+					  * here sent to (or stored on) replicas that
+					  * answered it "not found" or "corrupt" */
+	uint64_t chunk_damaged_replaced; /* stores here that replaced a damaged copy
+					  * (doc/node.md "Chunks and reclamation") */
+};
+
+/* Chunks whose copy a read on this node found missing or damaged, at most. */
+#define KV_NODE_CHUNK_SUSPECT_MAX 16
+
+/*
  * A node. Caller-owned: kv_node_init() / kv_node_release(). The fields are
  * private; single-threaded (guarded by whoever calls kv_node_step()).
  */
@@ -233,6 +248,12 @@ struct kv_node {
 				    * versions (DESIGN §4: a timestamp orders
 				    * siblings for display). 0 = stamp with now_ns,
 				    * as the simulator does with its virtual time. */
+	struct kv_node_stats stats;
+	/* Hashes (BLAKE2b-256, 32 bytes) of chunks whose copy here a read found
+	 * missing or damaged, oldest overwritten: the next store of one checks
+	 * the copy and replaces it when bad (node_chunk.c "Read repair"). */
+	uint8_t chunk_suspect[KV_NODE_CHUNK_SUSPECT_MAX][32];
+	uint32_t chunk_nsuspect, chunk_suspect_next;
 	bool actor_tainted;        /* a coordinated put's local write failed after
 				    * its set was shipped: this actor mints no more
 				    * (kv_node_actor_tainted()). A driver may also
@@ -363,5 +384,8 @@ bool kv_node_actor_tainted(const struct kv_node *node);
 
 /* Operations in flight (for tests and metrics). */
 size_t kv_node_ops_in_flight(const struct kv_node *node);
+
+/* Copies the node's counters into @out. */
+void kv_node_get_stats(const struct kv_node *node, struct kv_node_stats *out);
 
 #endif

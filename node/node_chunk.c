@@ -8,7 +8,11 @@
  *                by REPLICA_CHUNK_PUT, which a replica stores without
  *                hashing again); answers at W acks
  *   CHUNK_GET    reads ONE replica (itself first when it is one), the next
- *                one on not found, a failed check or no answer
+ *                one on not found, a failed check or no answer; once one
+ *                gives the bytes, the replicas tried before it that said
+ *                "not found" or "corrupt" are sent them to store, as
+ *                CHUNK_PUT stores them, without waiting (read repair; not
+ *                the ones that timed out or failed)
  *   CHUNK_TOUCH  refreshes the age of each chunk on its replicas
  *   CHUNK_MARK   (gc) records a gc epoch's mark on each chunk of a batch
  *
@@ -17,7 +21,9 @@
  * libuv driver keeps the bytes in files outside the engine: node/chunkstore.h;
  * the core only sees storage effects on the body key.) Every
  * change to one chunk (store, touch, mark, sweep) is one OP_CHUNK_REC on the
- * chunk key's queue: read the record, decide, write.
+ * chunk key's queue: read the record, decide, write. A store is
+ * put-if-absent on the record, except for a copy a read on this node found
+ * missing or damaged: that one is read again and, when still bad, replaced.
  */
 #include <errno.h>
 #include <sodium.h>
@@ -32,8 +38,17 @@
 #include "util/coding.h"
 #include "util/error.h"
 
+_Static_assert(KV_NODE_MAX_PEERS <= 32, "ch->lacking has a bit per preference slot");
+
 /* Records in progress per OP_CHUNK_BATCH (bounds ops and memory). */
 #define BATCH_WINDOW 32
+
+/* The steps of an OP_CHUNK_REC STORE (ch->step; 0: the record is being read). */
+#define STORE_BODY 1        /* the body is being written, then the record */
+#define STORE_RECORD 2      /* the record is being written: the last step */
+#define STORE_CHECK 3       /* a suspect copy's body is being read */
+#define STORE_DROP_RECORD 4 /* a damaged copy's record is being deleted */
+#define STORE_DROP_BODY 5   /* a damaged copy's body is being deleted */
 
 /* The stored forms of a body (doc/storage-format.md "Chunk store"). */
 static const uint8_t body_magic[4] = { 'K', 'V', 'C', '2' };
@@ -295,6 +310,46 @@ static uint32_t slot_of(const struct kv_node_op *op, uint32_t id)
 	return UINT32_MAX;
 }
 
+/* ---- Suspect copies (read repair) --------------------------------------- */
+
+/*
+ * A read on this node that finds its copy of a chunk missing or damaged
+ * notes the hash; the next store of that chunk here (a read repair's, or
+ * any CHUNK_PUT's) reads the copy again on the chunk's queue and replaces
+ * it when it is still bad. Without the note a store is put-if-absent on the
+ * record alone and would keep a damaged body forever. A small ring: a note
+ * lost to it (or to a restart) only means the next read notes it again.
+ */
+static int suspect_find(const struct kv_node *node, const uint8_t *hash)
+{
+	for (uint32_t i = 0; i < node->chunk_nsuspect; i++)
+		if (memcmp(node->chunk_suspect[i], hash, KV_NODE_CHUNK_HASH_LEN) == 0)
+			return (int)i;
+	return -1;
+}
+
+static void suspect_note(struct kv_node *node, const uint8_t *hash)
+{
+	if (suspect_find(node, hash) >= 0)
+		return;
+	uint32_t i = node->chunk_nsuspect < KV_NODE_CHUNK_SUSPECT_MAX ? node->chunk_nsuspect++
+									: node->chunk_suspect_next;
+	node->chunk_suspect_next = (i + 1) % KV_NODE_CHUNK_SUSPECT_MAX;
+	memcpy(node->chunk_suspect[i], hash, KV_NODE_CHUNK_HASH_LEN);
+}
+
+static void suspect_forget(struct kv_node *node, const uint8_t *hash)
+{
+	int i = suspect_find(node, hash);
+	if (i < 0)
+		return;
+	uint32_t last = --node->chunk_nsuspect;
+	if ((uint32_t)i != last)
+		memcpy(node->chunk_suspect[i], node->chunk_suspect[last], KV_NODE_CHUNK_HASH_LEN);
+	if (node->chunk_suspect_next > node->chunk_nsuspect)
+		node->chunk_suspect_next = 0;
+}
+
 /* ---- OP_CHUNK_REC: one chunk's record, on the chunk key's queue --------- */
 
 static void batch_child(struct kv_node *node, struct kv_node_op *batch, const struct rec_result *r,
@@ -397,13 +452,63 @@ static int delete_key(struct kv_node *node, struct kv_node_op *op, bool body,
 	return rc;
 }
 
+/* STORE: writes the body (ch->data, taken over), then the record follows. */
+static int store_body(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	struct kv_buf key = KV_BUF_INIT;
+	int rc = body_skey(&key, op->chunk->hash);
+	op->chunk->step = STORE_BODY;
+	if (rc == 0)
+		rc = rec_write(node, op, &key, &op->chunk->data, false, out);
+	kv_buf_release(&key);
+	return rc;
+}
+
+/*
+ * STORE of a suspect copy: its body, read again on the chunk's queue, is
+ * in. A good body is kept (put-if-absent as usual); a missing one is
+ * written; a damaged one is replaced: its record deleted, then its body,
+ * then the new body and a record that keeps the old mark — so a record
+ * never names missing or damaged bytes, and a replaced copy is a fresh
+ * store for the gc (doc/node.md "Chunks and reclamation").
+ */
+static int store_on_body(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
+			 struct kv_effects *out)
+{
+	struct kv_node_chunk *ch = op->chunk;
+	int status = in->read.status;
+	if (status != 0 && status != KV_ENOTFOUND && status != KV_ECORRUPT)
+		return rec_fail(node, op, status, out);
+	struct kv_slice data;
+	bool good = status == 0 && body_decode(ch->hash, in->read.value, &data) == 0;
+	suspect_forget(node, ch->hash);
+	int rc;
+	if (good && ch->rec_found) {
+		struct kv_node_chunk_rec rec = { .size = (uint32_t)ch->size, .touched = ch->wall,
+						 .marked = ch->epoch };
+		ch->existed = true;
+		ch->step = STORE_RECORD;
+		rc = write_record(node, op, &rec, out);
+	} else if (good || status == KV_ENOTFOUND) {
+		rc = store_body(node, op, out);
+	} else {
+		node->stats.chunk_damaged_replaced++;
+		ch->step = ch->rec_found ? STORE_DROP_RECORD : STORE_DROP_BODY;
+		rc = delete_key(node, op, !ch->rec_found, out);
+	}
+	if (rc != 0)
+		return rec_fail(node, op, rc, out);
+	return 0;
+}
+
 /*
  * The record of the chunk is in (or is not). Put-if-absent (STORE): a
  * present chunk only gets its age refreshed; an absent one is written, its
  * bytes first and then its record, so a record never names missing bytes
  * (a crash between the two leaves bytes without a record, which the next
- * store of that chunk completes). SWEEP deletes the record first, for the
- * same reason.
+ * store of that chunk completes). A copy a read here found missing or
+ * damaged (suspect_note()) is read again first: store_on_body(). SWEEP
+ * deletes the record first, for the same reason.
  */
 static int rec_on_read(struct kv_node *node, struct kv_node_op *op, const struct kv_input *in,
 		       struct kv_effects *out)
@@ -411,6 +516,8 @@ static int rec_on_read(struct kv_node *node, struct kv_node_op *op, const struct
 	struct kv_node_chunk *ch = op->chunk;
 	struct kv_node_chunk_rec rec;
 	bool found = false;
+	if (ch->mode == CHUNK_STORE && ch->step == STORE_CHECK)
+		return store_on_body(node, op, in, out);
 	if (in->read.status == 0) {
 		struct kv_buf key = KV_BUF_INIT;
 		if (rec_skey(&key, ch->hash) != 0)
@@ -425,18 +532,26 @@ static int rec_on_read(struct kv_node *node, struct kv_node_op *op, const struct
 	struct rec_result r = { 0 };
 	switch (ch->mode) {
 	case CHUNK_STORE:
-		if (found) {
+		if (suspect_find(node, ch->hash) >= 0) {
+			struct kv_node_storage_out *s = kv_node__read_push(out);
+			ch->rec_found = found;
+			ch->epoch = found ? rec.marked : 0;
+			ch->step = STORE_CHECK;
+			rc = s == NULL ? -ENOMEM : body_skey(&s->key, ch->hash);
+			if (rc == 0) {
+				op->storage_op = kv_node__id(node);
+				s->op = op->storage_op;
+				op->state = ST_READ;
+			} else if (s != NULL) {
+				kv_node__storage_pop(out, false);
+			}
+		} else if (found) {
 			ch->existed = true;
 			rec.touched = ch->wall;
-			ch->step = 2;
+			ch->step = STORE_RECORD;
 			rc = write_record(node, op, &rec, out);
 		} else {
-			struct kv_buf key = KV_BUF_INIT;
-			rc = body_skey(&key, ch->hash);
-			ch->step = 1;
-			if (rc == 0)
-				rc = rec_write(node, op, &key, &ch->data, false, out);
-			kv_buf_release(&key);
+			rc = store_body(node, op, out);
 		}
 		break;
 	case CHUNK_UPDATE:
@@ -473,10 +588,16 @@ static int rec_on_write(struct kv_node *node, struct kv_node_op *op, const struc
 	if (in->write.status != 0)
 		return rec_fail(node, op, in->write.status, out);
 	int rc = 0;
-	if (ch->mode == CHUNK_STORE && ch->step == 1) {
-		struct kv_node_chunk_rec rec = { .size = (uint32_t)(ch->size), .touched = ch->wall };
-		ch->step = 2;
+	if (ch->mode == CHUNK_STORE && ch->step == STORE_BODY) {
+		struct kv_node_chunk_rec rec = { .size = (uint32_t)(ch->size), .touched = ch->wall,
+						 .marked = ch->epoch };
+		ch->step = STORE_RECORD;
 		rc = write_record(node, op, &rec, out);
+	} else if (ch->mode == CHUNK_STORE && ch->step == STORE_DROP_RECORD) {
+		ch->step = STORE_DROP_BODY;
+		rc = delete_key(node, op, true, out);
+	} else if (ch->mode == CHUNK_STORE && ch->step == STORE_DROP_BODY) {
+		rc = store_body(node, op, out);
 	} else if (ch->mode == CHUNK_SWEEP && ch->step == 1) {
 		ch->step = 2;
 		rc = delete_key(node, op, true, out);
@@ -846,7 +967,7 @@ static int replica_chunk_put(struct kv_node *node, const struct kv_node_origin *
 	return rc;
 }
 
-/* ---- CHUNK_GET: one replica after the other ------------------------------ */
+/* ---- CHUNK_GET: one replica after the other, then read repair ----------- */
 
 static void get_end(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
 {
@@ -908,7 +1029,53 @@ static int get_try(struct kv_node *node, struct kv_node_op *op, struct kv_effect
 	return rc;
 }
 
-/* Answers the client with @data (copied) and ends. */
+/*
+ * Read repair (doc/node.md "Chunks and reclamation"). Slot op->try_idx gave
+ * @data, the chunk's bytes, checked by that replica (its checksum, or the
+ * hash of an old body). Every earlier slot that answered "not found" or
+ * "corrupt" (ch->lacking) is sent them to store as CHUNK_PUT stores on a
+ * replica: a peer by REPLICA_CHUNK_PUT, itself by a queued OP_CHUNK_REC
+ * STORE — put-if-absent, a fresh store for the gc, and a copy the replica
+ * found damaged is replaced (suspect_note()). Fire-and-forget: nothing
+ * waits for the acks (a late ACK finds no operation and is ignored), and
+ * the client's answer is already out. Slots that timed out or failed are
+ * not sent anything: they may well hold the chunk, and a replica that is
+ * slow or unreachable is the worst place to push megabytes to. At most
+ * npref - 1 copies of @data per get, none in the common case.
+ */
+static void get_repair(struct kv_node *node, struct kv_node_op *op, struct kv_slice data,
+		       struct kv_effects *out)
+{
+	struct kv_node_chunk *ch = op->chunk;
+	uint8_t key[KV_NODE_CHUNK_KEY_LEN];
+	chunk_key_of(ch->hash, key);
+	for (uint32_t i = 0; i < op->try_idx && i < op->npref; i++) {
+		if ((ch->lacking & (1u << i)) == 0)
+			continue;
+		if (op->pref[i] == node->self_id) {
+			struct kv_node_origin none = { ORIGIN_NONE, 0, 0, 0, KV_MSG_CHUNK_PUT };
+			if (rec_new(node, &none, 0, 0, CHUNK_STORE, ch->hash, data, 0, 0, 0, ch->wall,
+				    out) != 0)
+				continue; /* out of memory: the next read tries again */
+		} else {
+			struct kv_node_msg_out *m = kv_node__send(out, op->pref[i], kv_node__id(node),
+								  KV_MSG_REPLICA_CHUNK_PUT);
+			if (m == NULL)
+				continue;
+			if (kv_buf_reserve(&m->bytes, sizeof key + data.n) != 0) {
+				/* sent without a key, the replica refuses it */
+				continue;
+			}
+			(void)kv_buf_append(&m->bytes, key, sizeof key);
+			(void)kv_buf_append(&m->bytes, data.p, data.n);
+			m->msg.chunk.key = kv_slice_make(m->bytes.p, sizeof key);
+			m->msg.chunk.data = kv_slice_make(m->bytes.p + sizeof key, data.n);
+		}
+		node->stats.chunk_read_repairs++;
+	}
+}
+
+/* Answers the client with @data (copied), repairs the replicas without it, and ends. */
 static int get_reply(struct kv_node *node, struct kv_node_op *op, struct kv_slice data,
 		     struct kv_effects *out)
 {
@@ -920,6 +1087,8 @@ static int get_reply(struct kv_node *node, struct kv_node_op *op, struct kv_slic
 		rc = -ENOMEM;
 	}
 	op->replied = true;
+	if (op->chunk->lacking != 0)
+		get_repair(node, op, data, out);
 	kv_node__op_finish(node, op, out);
 	return rc;
 }
@@ -933,6 +1102,8 @@ static int get_next(struct kv_node *node, struct kv_node_op *op, int code, struc
 		op->chunk->corrupt++;
 	else
 		op->nfailed++;
+	if (code == KV_ENOTFOUND || code == KV_ECORRUPT)
+		op->chunk->lacking |= 1u << op->try_idx;
 	op->peer_req[op->try_idx] = 0;
 	op->try_idx++;
 	return get_try(node, op, out);
@@ -973,6 +1144,8 @@ static int chunk_get_on_read(struct kv_node *node, struct kv_node_op *op, const 
 			     struct kv_effects *out)
 {
 	op->state = ST_WAIT;
+	if (in->read.status == KV_ENOTFOUND || in->read.status == KV_ECORRUPT)
+		suspect_note(node, op->chunk->hash);
 	if (in->read.status != 0)
 		return get_next(node, op,
 				in->read.status == KV_ENOTFOUND || in->read.status == KV_ECORRUPT
@@ -980,8 +1153,10 @@ static int chunk_get_on_read(struct kv_node *node, struct kv_node_op *op, const 
 					: -EIO,
 				out);
 	struct kv_slice data;
-	if (body_decode(op->chunk->hash, in->read.value, &data) != 0)
+	if (body_decode(op->chunk->hash, in->read.value, &data) != 0) {
+		suspect_note(node, op->chunk->hash);
 		return get_next(node, op, KV_ECORRUPT, out);
+	}
 	return get_reply(node, op, data, out);
 }
 
@@ -1016,6 +1191,10 @@ static int rget_on_read(struct kv_node *node, struct kv_node_op *op, const struc
 {
 	struct kv_slice data;
 	int rc = 0;
+	bool good = in->read.status == 0 && body_decode(op->chunk->hash, in->read.value, &data) == 0;
+	if (!good && (in->read.status == 0 || in->read.status == KV_ENOTFOUND ||
+		      in->read.status == KV_ECORRUPT))
+		suspect_note(node, op->chunk->hash); /* a read repair may follow */
 	if (in->read.status == KV_ENOTFOUND) {
 		kv_node__answer_error(out, &op->origin, KV_ENOTFOUND, "chunk not on this replica");
 	} else if (in->read.status == KV_ECORRUPT) {
@@ -1024,7 +1203,7 @@ static int rget_on_read(struct kv_node *node, struct kv_node_op *op, const struc
 				      "the stored chunk is damaged (bad length or magic)");
 	} else if (in->read.status != 0) {
 		kv_node__answer_error(out, &op->origin, in->read.status, "cannot read the chunk");
-	} else if (body_decode(op->chunk->hash, in->read.value, &data) != 0) {
+	} else if (!good) {
 		kv_node__answer_error(out, &op->origin, KV_ECORRUPT,
 				      "the stored chunk fails its check (checksum or hash)");
 	} else {

@@ -65,13 +65,13 @@ struct kv_node_chunk {
 	uint32_t parent_slot; /* OP_CHUNK_PUT parent: the preference slot */
 	enum kv_node_chunk_mode mode;
 	uint8_t flags;        /* KV_MSG_CHUNK_F_* */
-	uint64_t epoch;       /* mark or sweep epoch */
+	uint64_t epoch;       /* mark or sweep epoch; STORE: the mark its record keeps */
 	uint64_t grace_ns;    /* sweep */
 	int64_t wall;         /* the wall clock when the request came in */
 	uint64_t deadline_ns;
 	uint8_t hash[KV_NODE_CHUNK_HASH_LEN];
 	struct kv_buf data;   /* STORE, PUT: the bytes; BATCH, TOUCH: hashes */
-	int step;             /* REC: the writes done so far */
+	int step;             /* REC: where it is (STORE: rec_on_read, rec_on_write) */
 	bool existed;         /* STORE: found; PUT: every ack said existed */
 	uint64_t size;        /* REC SWEEP: bytes freed */
 	size_t next;          /* BATCH: the next hash to start */
@@ -85,6 +85,9 @@ struct kv_node_chunk {
 	struct kv_buf cursor; /* scans: the first storage key of the next page */
 	int phase;            /* OP_GC: 1 mark, 2 sweep */
 	uint32_t corrupt;     /* OP_CHUNK_GET: copies that failed their hash */
+	uint32_t lacking;     /* OP_CHUNK_GET: bit i set when slot i answered
+			       * "not found" or "corrupt" (read repair) */
+	bool rec_found;       /* REC STORE of a suspect copy: its record was there */
 };
 
 enum kv_node_op_state {

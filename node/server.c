@@ -493,6 +493,10 @@ void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t reque
 	STAT("socket_writes", s->c.socket_writes);
 	STAT("ops_in_flight", kv_node_ops_in_flight(&s->node));
 	STAT("epoch", s->epoch);
+	struct kv_node_stats ns;
+	kv_node_get_stats(&s->node, &ns);
+	STAT("chunk_read_repairs", ns.chunk_read_repairs);
+	STAT("chunk_damaged_replaced", ns.chunk_damaged_replaced);
 	struct kv_lsm_stats ls;
 	kv_lsm_get_stats(s->db, &ls);
 	STAT("lsm_user_bytes", ls.user_bytes);

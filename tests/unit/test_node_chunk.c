@@ -81,6 +81,8 @@ struct harness {
 	uint64_t now, next_req;
 	size_t range_reads;
 	size_t sent[256]; /* peer messages sent, by type (all types are below 0x100) */
+	size_t chunk_puts_to[H_NODES]; /* REPLICA_CHUNK_PUTs sent to each node (down or not) */
+	struct kv_buf last_chunk_put;  /* the bytes of the last REPLICA_CHUNK_PUT sent */
 	struct kv_node_member members[H_NODES];
 };
 
@@ -128,6 +130,7 @@ static void h_release(struct harness *h)
 		kv_buf_release(&h->q[i].key);
 	}
 	free(h->q);
+	kv_buf_release(&h->last_chunk_put);
 	for (size_t i = 0; i < h->nreplies; i++) {
 		kv_msg_release(&h->replies[i].msg);
 		kv_buf_release(&h->replies[i].body);
@@ -195,6 +198,13 @@ static void h_collect(struct harness *h, int i, struct kv_effects *out)
 		assert_true(to >= 0 && to < h->nnodes && to != i);
 		assert_true(m->msg.type < 256);
 		h->sent[m->msg.type]++;
+		if (m->msg.type == KV_MSG_REPLICA_CHUNK_PUT) {
+			h->chunk_puts_to[to]++;
+			kv_buf_reset(&h->last_chunk_put);
+			assert_int_equal(kv_buf_append(&h->last_chunk_put, m->msg.chunk.data.p,
+						       m->msg.chunk.data.n),
+					 0);
+		}
 		struct h_ev ev = { EV_PEER, to, (uint32_t)(i + 1), m->request_id, m->msg.type, false,
 				   KV_BUF_INIT, KV_BUF_INIT, 0, 0 };
 		h_encode(&m->msg, &ev.body);
@@ -428,12 +438,19 @@ static const struct kv_msg *h_chunk_put(struct harness *h, int i, const struct c
 	return h_call(h, i, &m);
 }
 
-static const struct kv_msg *h_chunk_get(struct harness *h, int i, const struct chunk *c)
+static const struct kv_msg *h_chunk_get_t(struct harness *h, int i, const struct chunk *c,
+					  uint32_t timeout_ms)
 {
 	struct kv_msg m;
 	kv_msg_init(&m, KV_MSG_CHUNK_GET);
 	m.chunk.key = chunk_key(c);
+	m.chunk.timeout_ms = timeout_ms;
 	return h_call(h, i, &m);
+}
+
+static const struct kv_msg *h_chunk_get(struct harness *h, int i, const struct chunk *c)
+{
+	return h_chunk_get_t(h, i, c, 0);
 }
 
 static const struct kv_msg *h_gc(struct harness *h, int i, uint64_t grace_s, uint32_t timeout_ms)
@@ -533,6 +550,35 @@ static int non_replica(struct harness *h, const struct chunk *c)
 	fail_msg("every node is a replica");
 	return -1;
 }
+
+/* Whether @node holds @c in the "KVC2" stored form of its exact bytes. */
+static bool holds_good_copy(struct harness *h, int node, const struct chunk *c)
+{
+	struct h_kv *b = body_of(h, node, c);
+	return b != NULL && b->value.n == KV_NODE_CHUNK_HEADER + c->n &&
+	       memcmp(b->value.p, "KVC2", 4) == 0 && kv_get_le64(b->value.p + 8) == kv_hash64(c->data, c->n) &&
+	       memcmp(b->value.p + KV_NODE_CHUNK_HEADER, c->data, c->n) == 0;
+}
+
+/* The record of @c on @node, which must be there. */
+static struct kv_node_chunk_rec record_decode(struct harness *h, int node, const struct chunk *c)
+{
+	struct kv_node_chunk_rec rec;
+	struct h_kv *kv = record_of(h, node, c);
+	assert_non_null(kv);
+	assert_int_equal(kv_node__chunk_rec_decode(kv_buf_slice(&kv->key), kv_buf_slice(&kv->value), &rec), 0);
+	return rec;
+}
+
+static uint64_t read_repairs(struct harness *h, int node)
+{
+	struct kv_node_stats st;
+	kv_node_get_stats(&h->nodes[node], &st);
+	return st.chunk_read_repairs;
+}
+
+/* Stores @c on node @to only, as a peer's REPLICA_CHUNK_PUT would. */
+static void h_store_on(struct harness *h, int to, const struct chunk *c);
 
 static int setup_sodium(void **state)
 {
@@ -689,9 +735,15 @@ static void test_node_chunk__get_falls_over_to_the_next_replica(void **state)
 	const struct kv_msg *r = h_chunk_get(&h, other, &c);
 	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
 	assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	/* Both were repaired on the way (read repair): lose and damage them again. */
+	assert_true(holds_good_copy(&h, idx[0], &c) && holds_good_copy(&h, idx[1], &c));
+	h_store_del(&h.store[idx[0]], kv_buf_slice(&skey));
+	body_of(&h, idx[1], &c)->value.p[KV_NODE_CHUNK_HEADER] ^= 0x40;
 	/* Through a replica that lost it: itself first, then the others. */
 	r = h_chunk_get(&h, idx[0], &c);
 	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+	h_store_del(&h.store[idx[0]], kv_buf_slice(&skey));
+	body_of(&h, idx[1], &c)->value.p[KV_NODE_CHUNK_HEADER] ^= 0x40;
 	/* The good replica is down: the others answer "not found" and "corrupt"
 	 * and the down one, tried last, runs out the request's time. */
 	h.down[idx[2]] = true;
@@ -834,11 +886,6 @@ static void test_node_chunk__bit_rot_in_a_kvc2_body_moves_the_read_on(void **sta
 	for (size_t d = 0; d < sizeof damage_at / sizeof damage_at[0]; d++) {
 		struct h_kv *b = body_of(&h, idx[0], &c);
 		b->value.p[damage_at[d]] ^= 0x10;
-		/* Through the damaged replica itself (it reads its own copy first). */
-		const struct kv_msg *r = h_chunk_get(&h, idx[0], &c);
-		assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
-		assert_int_equal(r->chunk_data.data.n, c.n);
-		assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
 		/* As a peer's REPLICA_CHUNK_GET: KV_ECORRUPT. */
 		struct kv_msg m;
 		kv_msg_init(&m, KV_MSG_REPLICA_CHUNK_GET);
@@ -848,8 +895,13 @@ static void test_node_chunk__bit_rot_in_a_kvc2_body_moves_the_read_on(void **sta
 		h_peer(&h, idx[0], other, &m);
 		assert_int_equal(h.sent[KV_MSG_ERROR], errors + 1);
 		assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_GET_REPLY], replies);
-		b = body_of(&h, idx[0], &c);
-		b->value.p[damage_at[d]] ^= 0x10;
+		/* Through the damaged replica itself (it reads its own copy
+		 * first): answered from the next, and its copy replaced. */
+		const struct kv_msg *r = h_chunk_get(&h, idx[0], &c);
+		assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+		assert_int_equal(r->chunk_data.data.n, c.n);
+		assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+		assert_true(holds_good_copy(&h, idx[0], &c));
 	}
 	/* Every copy damaged: KV_ECORRUPT. */
 	for (int k = 0; k < 3; k++)
@@ -895,10 +947,13 @@ static void test_node_chunk__old_kvck_body_is_read_and_checked_by_hash(void **st
 	const struct kv_msg *r = h_chunk_get(&h, idx[0], &c);
 	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
 	assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	/* ... and the damaged copy is replaced, in the current form. */
+	assert_true(holds_good_copy(&h, idx[0], &c));
 	/* A second put finds it there and does not rewrite it. */
 	assert_int_equal(h_chunk_put(&h, other, &c)->chunk_put_reply.flags, KV_MSG_CHUNK_F_EXISTED);
 	assert_memory_equal(body_of(&h, idx[1], &c)->value.p, "KVCK", 4);
-	/* Every old copy damaged: KV_ECORRUPT. */
+	/* Every copy damaged: KV_ECORRUPT. */
+	body_of(&h, idx[0], &c)->value.p[KV_NODE_CHUNK_HEADER] ^= 0x02;
 	body_of(&h, idx[1], &c)->value.p[KV_NODE_CHUNK_HEADER_KVCK] ^= 0x02;
 	body_of(&h, idx[2], &c)->value.p[old.n - 1] ^= 0x02;
 	r = h_chunk_get(&h, other, &c);
@@ -906,6 +961,175 @@ static void test_node_chunk__old_kvck_body_is_read_and_checked_by_hash(void **st
 	assert_int_equal(r->error.code, KV_ECORRUPT);
 	kv_buf_release(&old);
 	kv_buf_release(&skey);
+	h_release(&h);
+}
+
+static void h_store_on(struct harness *h, int to, const struct chunk *c)
+{
+	struct kv_msg m;
+	kv_msg_init(&m, KV_MSG_REPLICA_CHUNK_PUT);
+	m.chunk.key = chunk_key(c);
+	m.chunk.data = kv_slice_make(c->data, c->n);
+	int from = (to + 1) % h->nnodes;
+	h_peer(h, to, from, &m);
+	assert_non_null(body_of(h, to, c));
+}
+
+/*
+ * Read repair: a replica that missed the chunk's store (it was down at W
+ * of N) answers "not found"; once the next gives the bytes, the
+ * coordinator sends it those exact bytes in a REPLICA_CHUNK_PUT, which it
+ * stores as a fresh copy. The answer does not wait for it. Through a
+ * replica that lacks it, the store is local (no message).
+ */
+static void test_node_chunk__get_repairs_a_replica_that_said_not_found(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 3);
+	struct chunk c;
+	chunk_make(&c, 11);
+	int idx[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
+	int other = non_replica(&h, &c);
+	h_store_on(&h, idx[1], &c); /* on the second replica only */
+	assert_int_equal(copies(&h, &c), 1);
+	h.now += 5 * SEC;
+	const struct kv_msg *r = h_chunk_get(&h, other, &c);
+	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+	assert_int_equal(r->chunk_data.data.n, c.n);
+	assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	/* The first said "not found": it was sent the exact bytes, and has them. */
+	assert_int_equal(h.chunk_puts_to[idx[0]], 1);
+	assert_int_equal(h.last_chunk_put.n, c.n);
+	assert_memory_equal(h.last_chunk_put.p, c.data, c.n);
+	assert_true(holds_good_copy(&h, idx[0], &c));
+	struct kv_node_chunk_rec rec = record_decode(&h, idx[0], &c);
+	assert_int_equal(rec.touched, (int64_t)h.now); /* a fresh store for the gc */
+	assert_int_equal(rec.marked, 0);
+	assert_int_equal(rec.size, c.n);
+	/* The third was never asked: it is not repaired by this get. */
+	assert_int_equal(h.chunk_puts_to[idx[2]], 0);
+	assert_null(body_of(&h, idx[2], &c));
+	assert_int_equal(read_repairs(&h, other), 1);
+	assert_int_equal(h.sent[KV_MSG_ERROR], 1); /* the first's "not found"; the store acked */
+	assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_PUT_ACK], 2);
+	/* Through the third itself: it lacks it, reads the first, stores locally. */
+	r = h_chunk_get(&h, idx[2], &c);
+	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+	assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	assert_int_equal(h.chunk_puts_to[idx[2]], 0);
+	assert_true(holds_good_copy(&h, idx[2], &c));
+	assert_non_null(record_of(&h, idx[2], &c));
+	assert_int_equal(read_repairs(&h, idx[2]), 1);
+	assert_int_equal(copies(&h, &c), 3);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(kv_node_ops_in_flight(&h.nodes[i]), 0);
+	h_release(&h);
+}
+
+/*
+ * A replica whose copy fails its check answers "corrupt"; the repair
+ * replaces the damaged bytes (a plain put-if-absent would keep them: its
+ * record is there) and the record keeps its gc mark, with a fresh age.
+ */
+static void test_node_chunk__get_replaces_a_copy_that_failed_its_check(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 3);
+	struct chunk c;
+	chunk_make(&c, 12);
+	assert_int_equal(h_chunk_put(&h, 0, &c)->type, KV_MSG_CHUNK_PUT_REPLY);
+	int idx[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
+	int other = non_replica(&h, &c);
+	body_of(&h, idx[0], &c)->value.p[KV_NODE_CHUNK_HEADER + 3] ^= 0x08;
+	kv_put_le64(record_of(&h, idx[0], &c)->value.p + 16, 77); /* marked by gc epoch 77 */
+	size_t puts = h.sent[KV_MSG_REPLICA_CHUNK_PUT];
+	h.now += 5 * SEC;
+	const struct kv_msg *r = h_chunk_get(&h, other, &c);
+	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+	assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_PUT], puts + 1);
+	assert_int_equal(h.chunk_puts_to[idx[0]], 2); /* the put's, the repair's */
+	assert_memory_equal(h.last_chunk_put.p, c.data, c.n);
+	assert_true(holds_good_copy(&h, idx[0], &c));
+	struct kv_node_chunk_rec rec = record_decode(&h, idx[0], &c);
+	assert_int_equal(rec.touched, (int64_t)h.now);
+	assert_int_equal(rec.marked, 77);
+	struct kv_node_stats st;
+	kv_node_get_stats(&h.nodes[idx[0]], &st);
+	assert_int_equal(st.chunk_damaged_replaced, 1);
+	assert_int_equal(read_repairs(&h, other), 1);
+	/* Now the first answers: nothing more to repair. */
+	r = h_chunk_get(&h, other, &c);
+	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+	assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_PUT], puts + 1);
+	/* A put-if-absent that no read flagged still keeps a damaged copy. */
+	body_of(&h, idx[1], &c)->value.p[KV_NODE_CHUNK_HEADER + 3] ^= 0x08;
+	assert_int_equal(h_chunk_put(&h, other, &c)->chunk_put_reply.flags, KV_MSG_CHUNK_F_EXISTED);
+	assert_false(holds_good_copy(&h, idx[1], &c));
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(kv_node_ops_in_flight(&h.nodes[i]), 0);
+	h_release(&h);
+}
+
+/*
+ * A replica that gave no answer in time is not repaired: it may well hold
+ * the chunk, and is the worst place to push it to. One that said "not
+ * found" in the same get is.
+ */
+static void test_node_chunk__get_does_not_repair_a_replica_that_timed_out(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 3);
+	struct chunk c;
+	chunk_make(&c, 13);
+	int idx[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
+	int other = non_replica(&h, &c);
+	h_store_on(&h, idx[2], &c); /* on the third replica only */
+	h.down[idx[0]] = true;
+	/* A deadline past the forward timeout, so the get outlives the silence. */
+	const struct kv_msg *r = h_chunk_get_t(&h, other, &c, 2000);
+	assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+	assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	h.down[idx[0]] = false;
+	assert_int_equal(h.chunk_puts_to[idx[0]], 0);
+	assert_null(body_of(&h, idx[0], &c));
+	assert_int_equal(h.chunk_puts_to[idx[1]], 1);
+	assert_true(holds_good_copy(&h, idx[1], &c));
+	assert_int_equal(read_repairs(&h, other), 1);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(kv_node_ops_in_flight(&h.nodes[i]), 0);
+	h_release(&h);
+}
+
+/* When the first replica asked has the chunk, nothing is sent anywhere. */
+static void test_node_chunk__get_from_the_first_replica_repairs_nothing(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 2);
+	struct chunk c;
+	chunk_make(&c, 14);
+	int idx[KV_RING_MAX_REPLICAS];
+	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
+	h_store_on(&h, idx[0], &c); /* the others lack it, but are never asked */
+	size_t puts = h.sent[KV_MSG_REPLICA_CHUNK_PUT];
+	for (int i = 0; i < 4; i++) {
+		if (i == idx[1] || i == idx[2])
+			continue; /* they would read themselves first */
+		const struct kv_msg *r = h_chunk_get(&h, i, &c);
+		assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+		assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	}
+	assert_int_equal(h.sent[KV_MSG_REPLICA_CHUNK_PUT], puts);
+	assert_int_equal(copies(&h, &c), 1);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(read_repairs(&h, i), 0);
 	h_release(&h);
 }
 
@@ -1181,6 +1405,10 @@ int main(void)
 		cmocka_unit_test(test_node_chunk__stored_form_is_the_documented_example),
 		cmocka_unit_test(test_node_chunk__bit_rot_in_a_kvc2_body_moves_the_read_on),
 		cmocka_unit_test(test_node_chunk__old_kvck_body_is_read_and_checked_by_hash),
+		cmocka_unit_test(test_node_chunk__get_repairs_a_replica_that_said_not_found),
+		cmocka_unit_test(test_node_chunk__get_replaces_a_copy_that_failed_its_check),
+		cmocka_unit_test(test_node_chunk__get_does_not_repair_a_replica_that_timed_out),
+		cmocka_unit_test(test_node_chunk__get_from_the_first_replica_repairs_nothing),
 		cmocka_unit_test(test_node_chunk__gc_keeps_referenced_and_sweeps_garbage_past_grace),
 		cmocka_unit_test(test_node_chunk__gc_with_a_member_down_sweeps_nothing),
 		cmocka_unit_test(test_node_chunk__gc_fails_on_a_version_it_cannot_read),
