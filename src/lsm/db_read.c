@@ -56,16 +56,17 @@ static int get(struct kv_lsm *db, const struct kv_lsm_snapshot *snap, struct kv_
 	kv_buf_reset(value);
 	pin(db, snap, &p);
 	enum kv_entry_type type = KV_TYPE_DEL;
+	uint64_t hash = kv_table_key_hash(key); /* the memtables' filters and the tables' */
 	int r = 0;
 	for (unsigned i = 0; i < p.nmems && r == 0; i++) {
 		struct kv_slice v;
-		r = kv_memtable_get(p.mems[i], key, p.seq, &type, &v);
+		r = kv_memtable_get_hashed(p.mems[i], key, hash, p.seq, &type, &v);
 		if (r == 1 && type == KV_TYPE_PUT && kv_buf_append(value, v.p, v.n))
 			r = -ENOMEM;
 	}
 	uint64_t bad = 0;
 	if (r == 0)
-		r = kv_version_get(p.v, key, p.seq, cached_only, &type, value, &bad);
+		r = kv_version_get(p.v, key, hash, p.seq, cached_only, &type, value, &bad);
 	unpin(&p);
 	if (r == KV_ECORRUPT && bad)
 		kv_db_quarantine(db, bad);

@@ -67,6 +67,14 @@ int kv_memtable_add(struct kv_memtable *mt, uint64_t seq, enum kv_entry_type typ
  */
 int kv_memtable_get(struct kv_memtable *mt, struct kv_slice ukey, uint64_t snapshot_seq,
 		    enum kv_entry_type *type, struct kv_slice *value);
+/*
+ * kv_memtable_get() with @hash = kv_hash64(@ukey) (= kv_table_key_hash())
+ * computed by the caller (once for every memtable and table a get looks in). A key never added is
+ * answered by the memtable's key filter, without a skiplist seek.
+ */
+int kv_memtable_get_hashed(struct kv_memtable *mt, struct kv_slice ukey, uint64_t hash,
+			   uint64_t snapshot_seq, enum kv_entry_type *type,
+			   struct kv_slice *value);
 
 /*
  * Approximate memory used by @mt's entries (every arena block, in full), for

@@ -729,6 +729,13 @@ int kv_table_get_cached(struct kv_table *t, struct kv_slice ukey, uint64_t snaps
 	return table_get(t, ukey, kv_bloom_hash(ukey), snapshot_seq, true, type, value);
 }
 
+int kv_table_get_cached_hashed(struct kv_table *t, struct kv_slice ukey, uint64_t hash,
+			       uint64_t snapshot_seq, enum kv_entry_type *type,
+			       struct kv_buf *value)
+{
+	return table_get(t, ukey, hash, snapshot_seq, true, type, value);
+}
+
 static int table_get(struct kv_table *t, struct kv_slice ukey, uint64_t hash, uint64_t snapshot_seq,
 		     bool cached_only, enum kv_entry_type *type, struct kv_buf *value)
 {

@@ -158,6 +158,9 @@ int kv_table_get_cached(struct kv_table *t, struct kv_slice ukey, uint64_t snaps
 uint64_t kv_table_key_hash(struct kv_slice ukey);
 int kv_table_get_hashed(struct kv_table *t, struct kv_slice ukey, uint64_t hash,
 			uint64_t snapshot_seq, enum kv_entry_type *type, struct kv_buf *value);
+int kv_table_get_cached_hashed(struct kv_table *t, struct kv_slice ukey, uint64_t hash,
+			       uint64_t snapshot_seq, enum kv_entry_type *type,
+			       struct kv_buf *value);
 
 /*
  * An iterator over the table's internal keys (kv_ikey_cmp order) and values.

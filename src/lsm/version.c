@@ -234,25 +234,27 @@ static size_t find_file(struct kv_file_meta *const *files, size_t n, struct kv_s
 	return lo;
 }
 
-static int table_get(struct kv_file_meta *f, struct kv_slice ukey, uint64_t seq, bool cached_only,
-		     enum kv_entry_type *type, struct kv_buf *value, uint64_t *bad_file)
+static int table_get(struct kv_file_meta *f, struct kv_slice ukey, uint64_t hash, uint64_t seq,
+		     bool cached_only, enum kv_entry_type *type, struct kv_buf *value,
+		     uint64_t *bad_file)
 {
-	int r = cached_only ? kv_table_get_cached(f->table, ukey, seq, type, value)
-			    : kv_table_get(f->table, ukey, seq, type, value);
+	int r = cached_only ? kv_table_get_cached_hashed(f->table, ukey, hash, seq, type, value)
+			    : kv_table_get_hashed(f->table, ukey, hash, seq, type, value);
 	if (r == KV_ECORRUPT && bad_file)
 		*bad_file = f->number;
 	return r;
 }
 
-int kv_version_get(struct kv_version *v, struct kv_slice ukey, uint64_t seq, bool cached_only,
-		   enum kv_entry_type *type, struct kv_buf *value, uint64_t *bad_file)
+int kv_version_get(struct kv_version *v, struct kv_slice ukey, uint64_t hash, uint64_t seq,
+		   bool cached_only, enum kv_entry_type *type, struct kv_buf *value,
+		   uint64_t *bad_file)
 {
 	/* Level 0 tables overlap: ask each one that covers the key, newest first. */
 	for (size_t i = 0; i < v->nfiles[0]; i++) {
 		struct kv_file_meta *f = v->files[0][i];
 		if (ucmp_smallest(f, ukey) > 0 || ucmp_largest(f, ukey) < 0)
 			continue;
-		int r = table_get(f, ukey, seq, cached_only, type, value, bad_file);
+		int r = table_get(f, ukey, hash, seq, cached_only, type, value, bad_file);
 		if (r != 0)
 			return r;
 	}
@@ -263,7 +265,8 @@ int kv_version_get(struct kv_version *v, struct kv_slice ukey, uint64_t seq, boo
 		size_t i = find_file(v->files[l], n, ukey);
 		if (i == n || ucmp_smallest(v->files[l][i], ukey) > 0)
 			continue;
-		int r = table_get(v->files[l][i], ukey, seq, cached_only, type, value, bad_file);
+		int r = table_get(v->files[l][i], ukey, hash, seq, cached_only, type, value,
+				  bad_file);
 		if (r != 0)
 			return r;
 	}

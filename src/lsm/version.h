@@ -111,10 +111,11 @@ uint64_t kv_version_level_bytes(const struct kv_version *v, int level);
  * Returns 1 (found: *type says put or delete; a put's value is in @value),
  * 0 (no table has it), or an error; on KV_ECORRUPT *bad_file names the
  * table that failed. With @cached_only no file is read: a data block the
- * block cache does not hold makes it -EAGAIN.
+ * block cache does not hold makes it -EAGAIN. @hash is kv_table_key_hash(@ukey).
  */
-int kv_version_get(struct kv_version *v, struct kv_slice ukey, uint64_t seq, bool cached_only,
-		   enum kv_entry_type *type, struct kv_buf *value, uint64_t *bad_file);
+int kv_version_get(struct kv_version *v, struct kv_slice ukey, uint64_t hash, uint64_t seq,
+		   bool cached_only, enum kv_entry_type *type, struct kv_buf *value,
+		   uint64_t *bad_file);
 
 /*
  * Appends to @out (room for nfiles[0] + KV_LSM_LEVELS entries) iterators

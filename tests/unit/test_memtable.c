@@ -19,6 +19,7 @@
 #include "lsm/ikey.h"
 #include "lsm/iter.h"
 #include "lsm/memtable.h"
+#include "util/checksum.h"
 #include "util/coding.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -517,6 +518,60 @@ static void *cget_reader_main(void *arg)
 	return NULL;
 }
 
+/*
+ * The key filter never hides a key that was added, even loaded far past its
+ * design (400 Ki keys in 2^15 words), through get and get_hashed alike; and
+ * it rules out most keys that were never added while lightly loaded.
+ */
+static void test_memtable__key_filter_never_hides_an_added_key(void **state)
+{
+	(void)state;
+	struct kv_memtable *mt = kv_memtable_new();
+	assert_non_null(mt);
+	char key[32];
+	const unsigned n = 400 * 1024;
+	for (unsigned i = 0; i < n; i++) {
+		int len = snprintf(key, sizeof key, "k%u", i * 7919u);
+		assert_int_equal(kv_memtable_add(mt, i + 1, KV_TYPE_PUT,
+						 kv_slice_make(key, (size_t)len), kv_slice_str("v")),
+				 0);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		int len = snprintf(key, sizeof key, "k%u", i * 7919u);
+		struct kv_slice k = kv_slice_make(key, (size_t)len);
+		enum kv_entry_type t = KV_TYPE_DEL;
+		assert_int_equal(kv_memtable_get(mt, k, KV_SEQ_MAX, &t, NULL), 1);
+		assert_int_equal(t, KV_TYPE_PUT);
+		assert_int_equal(kv_memtable_get_hashed(mt, k, kv_hash64(key, (size_t)len), KV_SEQ_MAX,
+							NULL, NULL),
+				 1);
+	}
+	kv_memtable_unref(mt);
+
+	/* Lightly loaded (16 Ki keys): absent keys are answered by the filter. A
+	 * wrong hash stands in for "never added": it must miss the same way. */
+	mt = kv_memtable_new();
+	assert_non_null(mt);
+	for (unsigned i = 0; i < 16384; i++) {
+		int len = snprintf(key, sizeof key, "k%u", i);
+		assert_int_equal(kv_memtable_add(mt, i + 1, KV_TYPE_PUT,
+						 kv_slice_make(key, (size_t)len), kv_slice_str("v")),
+				 0);
+	}
+	unsigned passed = 0;
+	for (unsigned i = 0; i < 16384; i++) {
+		int len = snprintf(key, sizeof key, "k%u", i);
+		/* The right key with another key's hash: found only if the filter lets it through. */
+		char other[32];
+		int olen = snprintf(other, sizeof other, "absent%u", i);
+		passed += (unsigned)kv_memtable_get_hashed(mt, kv_slice_make(key, (size_t)len),
+							   kv_hash64(other, (size_t)olen),
+							   KV_SEQ_MAX, NULL, NULL);
+	}
+	assert_true(passed < 16384 / 100); /* under 1% false positives */
+	kv_memtable_unref(mt);
+}
+
 static void test_memtable__get_runs_concurrently_with_add(void **state)
 {
 	(void)state;
@@ -572,6 +627,7 @@ int main(void)
 		cmocka_unit_test(test_memtable__iterator_holds_a_reference),
 		cmocka_unit_test(test_memtable__duplicate_internal_key_is_refused),
 		cmocka_unit_test(test_memtable__bytes_and_count_track_adds),
+		cmocka_unit_test(test_memtable__key_filter_never_hides_an_added_key),
 		cmocka_unit_test(test_memtable__get_runs_concurrently_with_add),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
