@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/chunkhash.h"
 #include "util/coding.h"
 #include "util/error.h"
 
@@ -81,11 +82,10 @@ int kv_fs_chunk_key_parse(struct kv_slice key, uint8_t hash[KV_FS_HASH_LEN])
 
 int kv_fs_chunk_verify(const uint8_t hash[KV_FS_HASH_LEN], struct kv_slice data)
 {
-	uint8_t got[KV_FS_HASH_LEN];
 	if (data.n > ((size_t)1 << KV_FS_CHUNK_SHIFT_MAX))
 		return KV_ECORRUPT;
-	kv_fs_hash(data.p, data.n, got);
-	return sodium_memcmp(got, hash, KV_FS_HASH_LEN) == 0 ? 0 : KV_ECORRUPT;
+	int ok = kv_chunk_hash_check(hash, data.p, data.n);
+	return ok < 0 ? ok : ok ? 0 : KV_ECORRUPT;
 }
 
 uint64_t kv_fs_chunk_count(uint64_t size, unsigned shift)

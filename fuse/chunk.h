@@ -3,7 +3,7 @@
  *
  * A large file is cut into fixed-size chunks (KV_FS_CHUNK_SIZE, the last one
  * shorter); each chunk is stored once under a key derived from the
- * BLAKE2b-256 hash of its content, in a reserved key space that never starts
+ * SHA-256 hash of its content (BLAKE2b-256 for chunks stored before), in a reserved key space that never starts
  * with '/'. The file's body holds the chunk manifest: the list of (hash,
  * length) of its chunks, a hash of all zeros standing for a hole (a run of
  * zero bytes that is not stored). This module hashes, names and verifies
@@ -27,7 +27,11 @@
 #define KV_FS_CHUNK_SHIFT_MAX 22
 #define KV_FS_CHUNK_SIZE ((uint32_t)1 << KV_FS_CHUNK_SHIFT)
 
-/* Content hashes are BLAKE2b-256. */
+/*
+ * Hashes are 32 bytes: a chunk's name is the SHA-256 of its bytes
+ * (proto/chunkhash.h; chunks stored before SHA-256 are named by BLAKE2b-256),
+ * and an object's content_hash (object.h) is kv_fs_hash(), BLAKE2b-256.
+ */
 #define KV_FS_HASH_LEN 32
 
 /* A chunk key: the two bytes 00 'c' then the content hash. */
@@ -44,7 +48,8 @@
 #define KV_FS_INLINE_MAX ((uint64_t)64 << 10)
 
 /*
- * Hashes @n bytes at @p into @out (BLAKE2b-256, unkeyed). Never fails.
+ * Hashes @n bytes at @p into @out (BLAKE2b-256, unkeyed): an object's
+ * content_hash. Chunks are named by kv_chunk_hash() instead. Never fails.
  * Thread-safe.
  */
 void kv_fs_hash(const void *p, size_t n, uint8_t out[KV_FS_HASH_LEN]);
@@ -74,9 +79,10 @@ bool kv_fs_key_is_chunk(struct kv_slice key);
 int kv_fs_chunk_key_parse(struct kv_slice key, uint8_t hash[KV_FS_HASH_LEN]);
 
 /*
- * Checks that @data, as read from one replica, is the chunk named @hash:
- * returns 0, or KV_ECORRUPT when its hash differs or it is longer than a
- * chunk can be (KV_FS_CHUNK_SIZE at the largest shift).
+ * Checks that @data, as read from one replica, is the chunk named @hash
+ * (kv_chunk_hash_check: SHA-256, or BLAKE2b-256 for an older chunk):
+ * returns 0, KV_ECORRUPT when it is neither or it is longer than a chunk can
+ * be (KV_FS_CHUNK_SIZE at the largest shift), or -ENOMEM.
  */
 int kv_fs_chunk_verify(const uint8_t hash[KV_FS_HASH_LEN], struct kv_slice data);
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "fuse/fs_int.h"
+#include "proto/chunkhash.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -636,8 +637,10 @@ static int store_chunk(struct fs *fs, const uint8_t *p, uint32_t len,
 	}
 	uint8_t key[KV_FS_CHUNK_KEY_LEN];
 	struct kv_client_call call = fs_call(fs);
-	int rc = 0;
-	kv_fs_hash(p, len, hash);
+	/* A chunk is named by its SHA-256 (proto/chunkhash.h, doc/fs-format.md §4). */
+	int rc = kv_chunk_hash(p, len, hash);
+	if (rc < 0)
+		return rc;
 	kv_fs_chunk_key(hash, key);
 	for (int t = 0; t < CHUNK_PUT_TRIES; t++) {
 		rc = kv_client_chunk_put(fs->client, kv_slice_make(key, sizeof key),

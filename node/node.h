@@ -249,7 +249,7 @@ struct kv_node {
 				    * siblings for display). 0 = stamp with now_ns,
 				    * as the simulator does with its virtual time. */
 	struct kv_node_stats stats;
-	/* Hashes (BLAKE2b-256, 32 bytes) of chunks whose copy here a read found
+	/* Hashes (chunk names, 32 bytes) of chunks whose copy here a read found
 	 * missing or damaged, oldest overwritten: the next store of one checks
 	 * the copy and replaces it when bad (node_chunk.c "Read repair"). */
 	uint8_t chunk_suspect[KV_NODE_CHUNK_SUSPECT_MAX][32];
@@ -314,14 +314,15 @@ int kv_node_lease_decode(struct kv_slice value, uint32_t *epoch, uint64_t *lease
 
 /*
  * Chunks (doc/node.md "Chunks and reclamation"; DESIGN §7). A chunk key is
- * 00 63 ("\0c") followed by the 32-byte BLAKE2b-256 hash of the content;
+ * 00 63 ("\0c") followed by the 32-byte SHA-256 hash of the content (or,
+ * for a chunk stored before SHA-256, its BLAKE2b-256: proto/chunkhash.h);
  * ordinary PUT, DELETE and GET of any key that starts with 00 63 are refused
  * (KV_EINVAL, "reserved key space"). A replica stores a chunk under the
  * storage key of its chunk key in its stored form (doc/storage-format.md
  * "Chunk store"): KV_NODE_CHUNK_HEADER bytes ("KVC2", le32 length, le64
  * XXH3-64 of the bytes) followed by the bytes; bodies written before that
  * form carry KV_NODE_CHUNK_HEADER_KVCK bytes ("KVCK", le32 length), are
- * still read, and are checked with BLAKE2b. It keeps its age and gc mark
+ * still read, and are checked against the chunk's name (kv_chunk_hash_check). It keeps its age and gc mark
  * apart in a node-local record under 00 00 00 01 ‖ hash ‖ 00 (no ring storage key: a
  * storage key never ends with a lone 00), so a touch never rewrites the
  * chunk. The record is KV_NODE_CHUNK_RECORD_SIZE bytes: "KVCR", le32

@@ -26,13 +26,13 @@
  * missing or damaged: that one is read again and, when still bad, replaced.
  */
 #include <errno.h>
-#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "node/node_int.h"
+#include "proto/chunkhash.h"
 #include "ring/keys.h"
 #include "util/checksum.h"
 #include "util/coding.h"
@@ -97,12 +97,10 @@ static void chunk_key_of(const uint8_t *hash, uint8_t key[KV_NODE_CHUNK_KEY_LEN]
 	memcpy(key + 2, hash, KV_NODE_CHUNK_HASH_LEN);
 }
 
-static bool hash_matches(const uint8_t *hash, struct kv_slice data)
+/* 1 when @data is the chunk named @hash (SHA-256, or BLAKE2b-256 before it), 0, or -ENOMEM. */
+static int hash_matches(const uint8_t *hash, struct kv_slice data)
 {
-	static const uint8_t empty[1];
-	uint8_t got[KV_NODE_CHUNK_HASH_LEN];
-	crypto_generichash(got, sizeof got, data.n ? data.p : empty, data.n, NULL, 0);
-	return memcmp(got, hash, sizeof got) == 0;
+	return kv_chunk_hash_check(hash, data.p, data.n);
 }
 
 void kv_node__chunk_rec_span(struct kv_buf *lo, struct kv_buf *hi)
@@ -189,12 +187,13 @@ int kv_node_chunk_body_split(struct kv_slice stored, struct kv_slice *bytes)
 }
 
 /*
- * The bytes of a stored chunk, checked: 0 or KV_ECORRUPT. A "KVC2" body is
- * checked against the XXH3-64 it carries, which catches bit rot at a
- * fraction of a BLAKE2b pass (the bytes matched @hash when they were
+ * The bytes of a stored chunk, checked: 0, KV_ECORRUPT, or -ENOMEM. A "KVC2"
+ * body is checked against the XXH3-64 it carries, which catches bit rot at a
+ * fraction of a content-hash pass (the bytes matched @hash when they were
  * stored: the coordinator checked them, doc/node.md "Chunks and
  * reclamation"; the client checks @hash again end to end). An old "KVCK"
- * body carries no checksum and is checked against @hash with BLAKE2b.
+ * body carries no checksum and is checked against @hash itself
+ * (kv_chunk_hash_check: SHA-256, or BLAKE2b-256 for a chunk named before it).
  */
 static int body_decode(const uint8_t *hash, struct kv_slice value, struct kv_slice *data)
 {
@@ -203,8 +202,10 @@ static int body_decode(const uint8_t *hash, struct kv_slice value, struct kv_sli
 		return kv_hash64(data->n ? data->p : value.p, data->n) == kv_get_le64(value.p + 8)
 			       ? 0
 			       : KV_ECORRUPT;
-	if (hdr == KV_NODE_CHUNK_HEADER_KVCK)
-		return hash_matches(hash, *data) ? 0 : KV_ECORRUPT;
+	if (hdr == KV_NODE_CHUNK_HEADER_KVCK) {
+		int ok = hash_matches(hash, *data);
+		return ok < 0 ? ok : ok ? 0 : KV_ECORRUPT;
+	}
 	return KV_ECORRUPT;
 }
 
@@ -642,7 +643,7 @@ static int rec_new(struct kv_node *node, const struct kv_node_origin *origin, ui
 	if (mode == CHUNK_STORE) {
 		ch->size = data.n;
 		/* "KVC2" ‖ le32 n ‖ le64 XXH3-64 ‖ bytes: the checksum lets a
-		 * read check for bit rot without BLAKE2b (body_decode). */
+		 * read check for bit rot without a content-hash pass (body_decode). */
 		uint64_t sum = kv_hash64(data.n ? data.p : body_magic, data.n);
 		if (kv_buf_reserve(&ch->data, KV_NODE_CHUNK_HEADER + data.n) != 0 ||
 		    kv_buf_append(&ch->data, body_magic, sizeof body_magic) != 0 ||
@@ -886,8 +887,11 @@ static int chunk_put_request(struct kv_node *node, uint64_t now_ns,
 				      "not a chunk key (00 63 and a 32-byte hash, not all zeros)");
 		return 0;
 	}
-	if (!hash_matches(hash, c->data)) {
-		kv_node__answer_error(out, origin, KV_EINVAL, "the data does not hash to the chunk key");
+	int ok = hash_matches(hash, c->data);
+	if (ok <= 0) {
+		kv_node__answer_error(out, origin, ok < 0 ? ok : KV_EINVAL,
+				      ok < 0 ? "out of memory"
+					     : "the data does not hash to the chunk key");
 		return 0;
 	}
 	if (c->w > node->n) {

@@ -4,7 +4,7 @@
 
 KVFS_PACKAGES=(
   build-essential meson ninja-build pkg-config
-  libuv1-dev liblz4-dev libxxhash-dev libcmocka-dev libsodium-dev
+  libuv1-dev liblz4-dev libxxhash-dev libcmocka-dev libsodium-dev libssl-dev
   libfuse3-dev fuse3
   libleveldb-dev libsnappy-dev
   clang libclang-rt-14-dev

@@ -238,8 +238,9 @@ int kv_client_stats(struct kv_client *c, int node, const struct kv_client_call *
 
 /*
  * Stores an immutable chunk: @key is a chunk key (kv_fs_chunk_key(): the
- * reserved key space "\0c" + the BLAKE2b-256 hash of @data; ordinary puts
- * cannot write there), @data its bytes (at most the node's max value). The
+ * reserved key space "\0c" + the SHA-256 hash of @data, kv_chunk_hash(); an
+ * older chunk's BLAKE2b-256 is accepted too; ordinary puts cannot write
+ * there), @data its bytes (at most the node's max value). The
  * chunk is placed by its own key across the whole ring and written
  * put-if-absent on W of its N replicas, with no version vector, so a retry
  * or a second upload of the same content is harmless; a put of a chunk that

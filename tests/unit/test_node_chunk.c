@@ -25,6 +25,7 @@
 #include "fuse/object.h"
 #include "node/node.h"
 #include "node/node_int.h"
+#include "proto/chunkhash.h"
 #include "proto/msg.h"
 #include "ring/keys.h"
 #include "util/checksum.h"
@@ -420,7 +421,7 @@ static void chunk_make(struct chunk *c, unsigned seed)
 	c->n = 100 + seed % 400;
 	for (size_t i = 0; i < c->n; i++)
 		c->data[i] = (uint8_t)(seed * 131 + i * 7);
-	kv_fs_hash(c->data, c->n, c->hash);
+	assert_int_equal(kv_chunk_hash(c->data, c->n, c->hash), 0); /* SHA-256 */
 	kv_fs_chunk_key(c->hash, c->key);
 }
 
@@ -613,6 +614,34 @@ static void test_node_chunk__put_then_get_through_every_node(void **state)
 	assert_int_equal(kv_node_ops_in_flight(&h.nodes[0]) + kv_node_ops_in_flight(&h.nodes[1]) +
 				 kv_node_ops_in_flight(&h.nodes[2]) + kv_node_ops_in_flight(&h.nodes[3]),
 			 0);
+	h_release(&h);
+}
+
+/*
+ * A chunk named by its BLAKE2b-256, as chunks were before SHA-256
+ * (proto/chunkhash.h), is still taken and read back; a name that is
+ * neither hash of the bytes is refused.
+ */
+static void test_node_chunk__a_blake2b_name_of_an_older_chunk_is_accepted(void **state)
+{
+	(void)state;
+	struct harness h;
+	h_init(&h, 4, 3, 2);
+	struct chunk c;
+	chunk_make(&c, 7);
+	kv_fs_hash(c.data, c.n, c.hash); /* BLAKE2b-256 */
+	kv_fs_chunk_key(c.hash, c.key);
+	const struct kv_msg *r = h_chunk_put(&h, non_replica(&h, &c), &c);
+	assert_int_equal(r->type, KV_MSG_CHUNK_PUT_REPLY);
+	for (int i = 0; i < 4; i++) {
+		r = h_chunk_get(&h, i, &c);
+		assert_int_equal(r->type, KV_MSG_CHUNK_GET_REPLY);
+		assert_memory_equal(r->chunk_data.data.p, c.data, c.n);
+	}
+	c.key[2] ^= 1;
+	r = h_chunk_put(&h, 0, &c);
+	assert_int_equal(r->type, KV_MSG_ERROR);
+	assert_int_equal(r->error.code, KV_EINVAL);
 	h_release(&h);
 }
 
@@ -1040,10 +1069,11 @@ static void test_node_chunk__get_replaces_a_copy_that_failed_its_check(void **st
 	h_init(&h, 4, 3, 3);
 	struct chunk c;
 	chunk_make(&c, 12);
-	assert_int_equal(h_chunk_put(&h, 0, &c)->type, KV_MSG_CHUNK_PUT_REPLY);
 	int idx[KV_RING_MAX_REPLICAS];
 	assert_int_equal(h_replicas(&h, chunk_key(&c), idx), 3);
 	int other = non_replica(&h, &c);
+	/* Through a node that is no replica: every replica's store is a REPLICA_CHUNK_PUT. */
+	assert_int_equal(h_chunk_put(&h, other, &c)->type, KV_MSG_CHUNK_PUT_REPLY);
 	body_of(&h, idx[0], &c)->value.p[KV_NODE_CHUNK_HEADER + 3] ^= 0x08;
 	kv_put_le64(record_of(&h, idx[0], &c)->value.p + 16, 77); /* marked by gc epoch 77 */
 	size_t puts = h.sent[KV_MSG_REPLICA_CHUNK_PUT];
@@ -1397,6 +1427,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_node_chunk__put_then_get_through_every_node),
+		cmocka_unit_test(test_node_chunk__a_blake2b_name_of_an_older_chunk_is_accepted),
 		cmocka_unit_test(test_node_chunk__second_put_refreshes_age_without_rewriting),
 		cmocka_unit_test(test_node_chunk__bad_hash_and_bad_key_are_refused),
 		cmocka_unit_test(test_node_chunk__ordinary_ops_in_the_chunk_space_are_refused),
