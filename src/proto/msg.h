@@ -137,7 +137,7 @@ enum kv_msg_type {
 /* Flags of CHUNK_TOUCH and CHUNK_MARK. */
 #define KV_MSG_CHUNK_F_TOUCH 0x01 /* refresh each chunk's age */
 #define KV_MSG_CHUNK_F_MARK 0x02  /* record the mark of epoch (CHUNK_MARK only) */
-/* Chunk content hashes are BLAKE2b-256 (doc/fs-format.md §4). */
+/* Chunk content hashes: SHA-256, or BLAKE2b-256 for older chunks (proto/chunkhash.h). */
 #define KV_MSG_CHUNK_HASH_LEN 32
 /* Hashes in one CHUNK_TOUCH or CHUNK_MARK at most. */
 #define KV_MSG_CHUNK_KEYS_MAX 65536
