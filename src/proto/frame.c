@@ -9,6 +9,7 @@
  */
 #include "proto/frame.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +299,23 @@ size_t kv_frame_decoder_need(const struct kv_frame_decoder *d)
 	if (!d->in_body)
 		return KV_FRAME_HEADER_SIZE - d->hdr_have;
 	return (size_t)d->h.body_len + KV_FRAME_TRAILER_SIZE - d->buf_have;
+}
+
+uint8_t *kv_frame_decoder_body_room(struct kv_frame_decoder *d, size_t min, size_t *room)
+{
+	if (d->err || d->ready || !d->in_body || d->buf_have >= d->h.body_len)
+		return NULL;
+	size_t left = (size_t)d->h.body_len - d->buf_have;
+	if (left < min || left == 0)
+		return NULL;
+	*room = left;
+	return d->buf + d->buf_have;
+}
+
+void kv_frame_decoder_wrote(struct kv_frame_decoder *d, size_t n)
+{
+	assert(d->in_body && !d->ready && n <= (size_t)d->h.body_len - d->buf_have);
+	d->buf_have += n;
 }
 
 bool kv_frame_decoder_partial(const struct kv_frame_decoder *d)

@@ -199,4 +199,16 @@ size_t kv_frame_decoder_need(const struct kv_frame_decoder *d);
 /* True when some bytes of an unfinished frame are buffered (a partial frame). */
 bool kv_frame_decoder_partial(const struct kv_frame_decoder *d);
 
+/*
+ * Reading a large body without a copy: while the decoder is inside a body
+ * with at least @min of the body's bytes still to come, returns where the
+ * next of them go and sets *room to how many are missing (never past the
+ * body: the trailer still goes through kv_frame_decoder_feed()); otherwise
+ * NULL. A reader may read straight into it, then must call
+ * kv_frame_decoder_wrote() with the count it read (at most *room) before
+ * anything else touches the decoder.
+ */
+uint8_t *kv_frame_decoder_body_room(struct kv_frame_decoder *d, size_t min, size_t *room);
+void kv_frame_decoder_wrote(struct kv_frame_decoder *d, size_t n);
+
 #endif

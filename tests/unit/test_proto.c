@@ -377,9 +377,14 @@ static void make_stream(struct kv_rng *r, struct kv_buf *stream, struct kv_buf *
 	}
 }
 
-/* Feeds @stream in chunks (size 1 when @max_chunk is 1) and checks every frame. */
-static void feed_stream(struct kv_rng *r, const struct kv_buf *stream, struct kv_buf *bodies,
-			size_t nframes, size_t max_chunk)
+/*
+ * Feeds @stream in chunks (size 1 when @max_chunk is 1) and checks every
+ * frame. With @direct, a chunk that starts inside a body of which at least
+ * @direct bytes are missing is written straight into the decoder's body
+ * (kv_frame_decoder_body_room and _wrote, as the node's reader does).
+ */
+static void feed_stream_direct(struct kv_rng *r, const struct kv_buf *stream,
+			       struct kv_buf *bodies, size_t nframes, size_t max_chunk, size_t direct)
 {
 	struct kv_frame_decoder d;
 	kv_frame_decoder_init(&d, KV_FRAME_MAX_BODY_DEFAULT);
@@ -388,6 +393,17 @@ static void feed_stream(struct kv_rng *r, const struct kv_buf *stream, struct kv
 		size_t chunk = max_chunk == 1 ? 1 : 1 + kv_rng_below(r, max_chunk);
 		if (chunk > stream->n - off)
 			chunk = stream->n - off;
+		size_t room = 0;
+		uint8_t *into = direct ? kv_frame_decoder_body_room(&d, direct, &room) : NULL;
+		if (into != NULL) {
+			assert_true(room >= direct);
+			if (chunk > room)
+				chunk = room;
+			memcpy(into, stream->p + off, chunk);
+			kv_frame_decoder_wrote(&d, chunk);
+			off += chunk;
+			continue;
+		}
 		size_t at = 0;
 		while (at < chunk) {
 			size_t used = 0;
@@ -412,6 +428,12 @@ static void feed_stream(struct kv_rng *r, const struct kv_buf *stream, struct kv
 	assert_int_equal(got, nframes);
 	assert_false(kv_frame_decoder_partial(&d));
 	kv_frame_decoder_release(&d);
+}
+
+static void feed_stream(struct kv_rng *r, const struct kv_buf *stream, struct kv_buf *bodies,
+			size_t nframes, size_t max_chunk)
+{
+	feed_stream_direct(r, stream, bodies, nframes, max_chunk, 0);
 }
 
 static void test_proto__frame_decoder_takes_one_byte_at_a_time(void **state)
@@ -441,6 +463,54 @@ static void test_proto__frame_decoder_takes_random_chunks(void **state)
 			kv_buf_release(&bodies[i]);
 		kv_buf_release(&stream);
 	}
+}
+
+/*
+ * Bodies read straight into the decoder (kv_frame_decoder_body_room) give
+ * the same frames as bytes fed, in any split; the room never reaches past a
+ * body, and a byte changed on the way in is still caught by the trailer.
+ */
+static void test_proto__frame_decoder_takes_bodies_read_in_place(void **state)
+{
+	(void)state;
+	struct kv_rng r;
+	kv_rng_seed(&r, kv_test_seed("test_proto__frame_decoder_takes_bodies_read_in_place"));
+	for (int round = 0; round < 20; round++) {
+		struct kv_buf stream = KV_BUF_INIT, bodies[30];
+		make_stream(&r, &stream, bodies, 30);
+		static const size_t max_chunks[] = { 7, 100, 4096, 1 << 20 };
+		static const size_t mins[] = { 1, 5, 64, 1000 };
+		feed_stream_direct(&r, &stream, bodies, 30, max_chunks[round % 4], mins[round / 5]);
+		for (size_t i = 0; i < 30; i++)
+			kv_buf_release(&bodies[i]);
+		kv_buf_release(&stream);
+	}
+
+	/* One frame of 100,000 body bytes: written in place, one byte changed. */
+	struct kv_buf one = KV_BUF_INIT;
+	uint8_t *body = malloc(100000);
+	assert_non_null(body);
+	for (size_t i = 0; i < 100000; i++)
+		body[i] = (uint8_t)(i * 13);
+	assert_int_equal(kv_frame_encode(&one, 1, 0, 7, 9, kv_slice_make(body, 100000)), 0);
+	struct kv_frame_decoder d;
+	kv_frame_decoder_init(&d, KV_FRAME_MAX_BODY_DEFAULT);
+	size_t used = 0, room = 0;
+	assert_null(kv_frame_decoder_body_room(&d, 1, &room)); /* no header yet */
+	assert_int_equal(kv_frame_decoder_feed(&d, one.p, KV_FRAME_HEADER_SIZE + 10, &used), 0);
+	uint8_t *into = kv_frame_decoder_body_room(&d, 1, &room);
+	assert_non_null(into);
+	assert_int_equal(room, 100000 - 10);
+	assert_null(kv_frame_decoder_body_room(&d, room + 1, &room));
+	memcpy(into, one.p + KV_FRAME_HEADER_SIZE + 10, 100000 - 10);
+	into[500] ^= 1;
+	kv_frame_decoder_wrote(&d, 100000 - 10);
+	assert_null(kv_frame_decoder_body_room(&d, 1, &room)); /* the trailer is not body */
+	size_t at = KV_FRAME_HEADER_SIZE + 100000;
+	assert_int_equal(kv_frame_decoder_feed(&d, one.p + at, one.n - at, &used), KV_ECORRUPT);
+	kv_frame_decoder_release(&d);
+	kv_buf_release(&one);
+	free(body);
 }
 
 /* Feeds @n bytes at once to a fresh decoder; returns its result. */
@@ -1294,6 +1364,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_proto__frame_round_trips),
 		cmocka_unit_test(test_proto__frame_decoder_takes_one_byte_at_a_time),
+		cmocka_unit_test(test_proto__frame_decoder_takes_bodies_read_in_place),
 		cmocka_unit_test(test_proto__frame_decoder_takes_random_chunks),
 		cmocka_unit_test(test_proto__frame_rejects_corruption_in_every_field),
 		cmocka_unit_test(test_proto__frame_rejects_bad_magic_at_its_first_byte),
