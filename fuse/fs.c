@@ -1194,36 +1194,43 @@ nomem:
 	return -ENOMEM;
 }
 
+/* The first inode from @i on (a bucket's chain) that has data, or NULL. fs->lock held. */
+static struct fs_inode *next_with_data(struct fs_inode *i)
+{
+	while (i && !i->data)
+		i = i->hnext;
+	return i;
+}
+
+/*
+ * Calls @fn on every inode with data, one at a time, each under its dlock.
+ * No list to allocate, so nothing is skipped for want of memory (unmount
+ * flushes through this): a reference keeps the inode in its bucket's chain
+ * (inode_free() unhashes it only at the last one), so its successor is
+ * still found after @fn, under fs->lock. Inodes added meanwhile go to the
+ * head of a chain and may be missed, as they would have been before.
+ */
 void fs_each_data(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *ino))
 {
-	struct fs_inode **list = NULL;
-	size_t cap = 0;
 	for (size_t b = 0; b < fs->nbuckets; b++) {
-		size_t n = 0;
 		pthread_mutex_lock(&fs->lock);
-		for (struct fs_inode *i = fs->by_ino[b]; i; i = i->hnext) {
-			if (!i->data)
-				continue;
-			if (n == cap) {
-				size_t ncap = cap ? 2 * cap : 64;
-				struct fs_inode **p = realloc(list, ncap * sizeof *p);
-				if (!p)
-					break; /* the rest of this bucket waits for the next pass */
-				list = p;
-				cap = ncap;
-			}
+		struct fs_inode *i = next_with_data(fs->by_ino[b]);
+		if (i)
 			i->refs++;
-			list[n++] = i;
-		}
 		pthread_mutex_unlock(&fs->lock);
-		for (size_t j = 0; j < n; j++) {
-			pthread_mutex_lock(&list[j]->dlock);
-			fn(fs, list[j]);
-			pthread_mutex_unlock(&list[j]->dlock);
-			fs_unref(fs, list[j]);
+		while (i) {
+			pthread_mutex_lock(&i->dlock);
+			fn(fs, i);
+			pthread_mutex_unlock(&i->dlock);
+			pthread_mutex_lock(&fs->lock);
+			struct fs_inode *next = next_with_data(i->hnext);
+			if (next)
+				next->refs++;
+			fs_unref_locked(fs, i, 1);
+			pthread_mutex_unlock(&fs->lock);
+			i = next;
 		}
 	}
-	free(list);
 }
 
 static void flush_one(struct fs *fs, struct fs_inode *ino)

@@ -266,7 +266,8 @@ int fs_finish_intents(struct fs *fs);
 void fs_flush_all(struct fs *fs);
 /*
  * Calls @fn on every inode that has open data, holding a reference and its
- * dlock (fs->lock not held), a bucket of the inode table at a time.
+ * dlock (fs->lock not held), one inode at a time: it allocates nothing, so
+ * it cannot skip an inode for want of memory.
  */
 void fs_each_data(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *ino));
 
