@@ -334,6 +334,21 @@ static int stored_alloc(struct kv_buf *b, size_t n)
 	return 0;
 }
 
+/* Emits the read of op's chunk body on this node; op waits in ST_READ. 0 or -ENOMEM. */
+static int read_body(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
+{
+	struct kv_node_storage_out *s = kv_node__read_push(out);
+	int rc = s == NULL ? -ENOMEM : body_skey(&s->key, op->chunk->hash);
+	if (rc == 0) {
+		op->storage_op = kv_node__id(node);
+		s->op = op->storage_op;
+		op->state = ST_READ;
+	} else if (s != NULL) {
+		kv_node__storage_pop(out, false);
+	}
+	return rc;
+}
+
 /* ---- Suspect copies (read repair) --------------------------------------- */
 
 /*
@@ -557,18 +572,10 @@ static int rec_on_read(struct kv_node *node, struct kv_node_op *op, const struct
 	switch (ch->mode) {
 	case CHUNK_STORE:
 		if (suspect_find(node, ch->hash) >= 0) {
-			struct kv_node_storage_out *s = kv_node__read_push(out);
 			ch->rec_found = found;
 			ch->epoch = found ? rec.marked : 0;
 			ch->step = STORE_CHECK;
-			rc = s == NULL ? -ENOMEM : body_skey(&s->key, ch->hash);
-			if (rc == 0) {
-				op->storage_op = kv_node__id(node);
-				s->op = op->storage_op;
-				op->state = ST_READ;
-			} else if (s != NULL) {
-				kv_node__storage_pop(out, false);
-			}
+			rc = read_body(node, op, out);
 		} else if (found) {
 			ch->existed = true;
 			rec.touched = ch->wall;
@@ -1030,15 +1037,7 @@ static int get_try(struct kv_node *node, struct kv_node_op *op, struct kv_effect
 	if (at > op->chunk->deadline_ns)
 		at = op->chunk->deadline_ns;
 	if (op->pref[i] == node->self_id) {
-		struct kv_node_storage_out *s = kv_node__read_push(out);
-		rc = s == NULL ? -ENOMEM : body_skey(&s->key, op->chunk->hash);
-		if (rc == 0) {
-			op->storage_op = kv_node__id(node);
-			s->op = op->storage_op;
-			op->state = ST_READ;
-		} else if (s != NULL) {
-			kv_node__storage_pop(out, false);
-		}
+		rc = read_body(node, op, out);
 	} else {
 		uint64_t req = kv_node__id(node);
 		struct kv_node_msg_out *m = kv_node__send(out, op->pref[i], req, KV_MSG_REPLICA_CHUNK_GET);
