@@ -98,6 +98,53 @@ static void rekey_subtree(struct fs *fs, const char *old_key, const char *new_ke
 		}
 }
 
+static int move_tree(struct fs *fs, const char *src, const char *dst, int depth);
+
+/* The tombstone of a removed directory in a listing entry read with `tombstones`, or NULL. */
+static const struct kv_version *removed_dir(const struct kv_dvv *set)
+{
+	for (size_t j = 0; j < set->n; j++) {
+		struct kv_fs_meta m;
+		if (set->v[j].tombstone && kv_fs_meta_decode(set->v[j].meta, &m) == 0 &&
+		    m.type == KV_FS_DIR)
+			return &set->v[j];
+	}
+	return NULL;
+}
+
+/*
+ * A removed subdirectory @src of a tree being moved (rmdir'ed where a child
+ * was created concurrently, DESIGN §7 "Directories"): when it still has a
+ * live child, its children move with the tree and @dst gets a directory
+ * tombstone like its own (@meta), so the moved directory lives on through
+ * them at the new place as it did at the old; unless @dst has a live
+ * version, which it keeps. Returns 0 or a negative errno.
+ */
+static int move_removed_dir(struct fs *fs, const char *src, const char *dst,
+			    struct kv_slice meta, int depth)
+{
+	int rc = fs_dir_has_child(fs, src);
+	if (rc <= 0)
+		return rc;
+	rc = move_tree(fs, src, dst, depth + 1);
+	if (rc < 0)
+		return rc;
+	/* @meta borrows from the caller's LIST page, untouched until its next LIST. */
+	struct kv_dvv dset = KV_DVV_INIT;
+	struct kv_client_call call = fs_call(fs);
+	call.head = true;
+	call.tombstones = true;
+	int crc = kv_client_get(fs->client, kv_slice_str(dst), &call, &dset);
+	if (crc == 0 && kv_dvv_live_count(&dset) == 0)
+		crc = kv_client_delete_meta(fs->client, kv_slice_str(dst), &dset.ctx, meta, &call,
+					    NULL, NULL);
+	if (crc < 0)
+		kv_warn("kvfs: moving the removed directory %s to %s: %s", src, dst,
+			kv_client_errmsg(fs->client));
+	kv_dvv_release(&dset);
+	return crc < 0 ? fs_errno(crc) : 0;
+}
+
 /*
  * Moves the directory tree @src to @dst (keys placed by full parent path:
  * every entry is rewritten, DESIGN §7 "Directories"), children first put at
@@ -136,14 +183,18 @@ static int move_tree(struct fs *fs, const char *src, const char *dst, int depth)
 		if (rc < 0)
 			goto fail;
 	}
+	/* Removed subdirectories too: they may live on through children (fs.md §2). */
+	struct kv_client_call lcall = call;
+	lcall.tombstones = true;
 	for (int pages = 0; pages < FS_LIST_MAX_PAGES; pages++) {
 		rc = kv_client_list(fs->client, kv_slice_str(src), kv_buf_slice(&cursor), FS_LIST_PAGE,
-				    &call, &page);
+				    &lcall, &page);
 		if (rc < 0)
 			goto fail;
 		for (size_t i = 0; i < page.n; i++) {
 			struct kv_client_list_entry *e = &page.entries[i];
-			if (kv_dvv_live_count(&e->set) == 0)
+			const struct kv_version *removed = removed_dir(&e->set);
+			if (kv_dvv_live_count(&e->set) == 0 && !removed)
 				continue;
 			char *sk = fs_child_key(src, (const char *)e->name.p, e->name.n);
 			char *dk = fs_child_key(dst, (const char *)e->name.p, e->name.n);
@@ -152,6 +203,14 @@ static int move_tree(struct fs *fs, const char *src, const char *dst, int depth)
 				free(dk);
 				rc = -ENOMEM;
 				goto out;
+			}
+			if (removed) {
+				rc = move_removed_dir(fs, sk, dk, removed->meta, depth);
+				free(sk);
+				free(dk);
+				if (rc < 0)
+					goto out;
+				continue;
 			}
 			bool is_dir = false;
 			for (size_t j = 0; j < e->set.n; j++) {

@@ -178,8 +178,17 @@ fz_umount rc || fail "unmount rc"
 fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
 RC=$(fz_mnt rc)
 assert_eq "$(stat -c %F "$RC/raced/sub" 2>&1)" "directory" "fresh mount: lookup of raced/sub before any listing"
-rm "$RC/raced/sub/f" || fail "rm raced/sub/f"
-assert_eq "$(fz_names "$RC/raced")" "" "with its last child gone the removed directory is gone"
+# mv of the parent carries the removed directory, alive through its child.
+mv "$RC/raced" "$RC/moved" || fail "mv raced moved"
+fz_umount rc || fail "unmount rc"
+fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
+RC=$(fz_mnt rc)
+names=" $(fz_names "$RC") "
+[[ "$names" == *" moved "* && "$names" != *" raced "* ]] || fail "the root after mv raced moved: $names"
+assert_eq "$(fz_names "$RC/moved")" "sub" "moved lists sub (alive through its child)"
+assert_eq "$(cat "$RC/moved/sub/f" 2>&1)" "kept" "moved/sub/f"
+rm "$RC/moved/sub/f" || fail "rm moved/sub/f"
+assert_eq "$(fz_names "$RC/moved")" "" "with its last child gone the removed directory is gone"
 fz_umount rc || fail "unmount rc"
 
 step "a file created on one side of the cut has one version after heal"
