@@ -31,7 +31,7 @@ for g in "${GESTURES[@]}"; do
   echo base >"$RA/$g/f" || fail "write $g/f"
 done
 mkdir "$RA/lone" || fail "mkdir lone"
-mkdir -p "$RA/raced/sub" || fail "mkdir raced/sub"
+mkdir -p "$RA/raced/sub" "$RA/raced2/sub" || fail "mkdir raced/sub raced2/sub"
 for g in "${GESTURES[@]}"; do
   assert_eq "$(cat "$A/$g/f")" base "A sees $g/f before the partition"
   assert_eq "$(cat "$B/$g/f")" base "B sees $g/f before the partition"
@@ -46,11 +46,12 @@ echo "only A" >"$A/lone/f" || fail "create lone/f through A (node 1, cut off)"
 # A create racing an rmdir (DESIGN §7 "Directories"): B sees raced/sub empty
 # and removes it, while A creates a file in it.
 echo "kept" >"$A/raced/sub/f" || fail "create raced/sub/f through A (node 1, cut off)"
+echo "kept" >"$A/raced2/sub/f" || fail "create raced2/sub/f through A (node 1, cut off)"
 sleep 0.05 # B's versions get the later timestamps: sibling-1 is A's, sibling-2 is B's
 for g in "${GESTURES[@]}"; do
   echo "from-B $g" >"$B/$g/f" || fail "write through B (node 2) $g/f"
 done
-rmdir "$B/raced/sub" || fail "rmdir raced/sub through B (node 2)"
+rmdir "$B/raced/sub" "$B/raced2/sub" || fail "rmdir raced/sub raced2/sub through B (node 2)"
 for g in "${GESTURES[@]}"; do
   assert_eq "$(cat "$A/$g/f")" "from-A $g" "A reads its own write while cut off ($g)"
   assert_eq "$(cat "$B/$g/f")" "from-B $g" "B reads its own write while cut off ($g)"
@@ -189,6 +190,19 @@ assert_eq "$(fz_names "$RC/moved")" "sub" "moved lists sub (alive through its ch
 assert_eq "$(cat "$RC/moved/sub/f" 2>&1)" "kept" "moved/sub/f"
 rm "$RC/moved/sub/f" || fail "rm moved/sub/f"
 assert_eq "$(fz_names "$RC/moved")" "" "with its last child gone the removed directory is gone"
+fz_umount rc || fail "unmount rc"
+# rm -r walks into such a directory and removes it quietly, as any other
+# (with the default timeouts: at attr_timeout=0 the kernel looks the
+# directory up again after its last child went, and finds it gone).
+fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5"
+RC=$(fz_mnt rc)
+out=$(rm -r "$RC/raced2" 2>&1) || fail "rm -r raced2: $out"
+assert_eq "$out" "" "rm -r raced2 says nothing"
+[ ! -e "$RC/raced2" ] || fail "raced2 still exists after rm -r"
+fz_umount rc || fail "unmount rc"
+fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
+RC=$(fz_mnt rc)
+[ ! -e "$RC/raced2" ] || fail "raced2 exists through a fresh mount after rm -r: $(fz_names "$RC/raced2")"
 fz_umount rc || fail "unmount rc"
 
 step "a file created on one side of the cut has one version after heal"
