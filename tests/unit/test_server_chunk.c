@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "port_fx.h"
+
 #include "client/client.h"
 #include "fuse/chunk.h"
 #include "fuse/object.h"
@@ -44,14 +46,9 @@ struct cluster {
 
 static uint16_t free_port(void)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	socklen_t len = sizeof a;
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
+	uint16_t port = kv_test_free_port();
+	assert_int_not_equal(port, 0);
+	return port;
 }
 
 static void node_start(struct cluster *cl, int i)
