@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "util/coding.h"
 #include "util/error.h"
@@ -275,12 +276,44 @@ int kv_ctx_copy(struct kv_ctx *dst, const struct kv_ctx *src)
 {
 	if (dst == src)
 		return 0;
-	struct kv_ctx u = KV_CTX_INIT;
-	int err = ctx_union(src->vv, src->nvv, src->cloud, src->ncloud, NULL, 0, NULL, 0, &u);
-	if (err)
-		return err;
-	kv_ctx_swap(dst, &u);
-	kv_ctx_release(&u);
+	/*
+	 * @src is normalized (dot.h), so it is its own union with nothing: a
+	 * plain copy, into @dst's arrays when they are large enough (a put's
+	 * and a join's contexts are copied several times per message).
+	 */
+	struct kv_ctx_entry *vv = dst->vv;
+	struct kv_dot *cloud = dst->cloud;
+	size_t capvv = dst->capvv, capcloud = dst->capcloud;
+	bool new_vv = src->nvv > capvv, new_cloud = src->ncloud > capcloud;
+	if (new_vv) {
+		vv = malloc(src->nvv * sizeof *vv);
+		if (!vv)
+			return -ENOMEM;
+		capvv = src->nvv;
+	}
+	if (new_cloud) {
+		cloud = malloc(src->ncloud * sizeof *cloud);
+		if (!cloud) {
+			if (new_vv)
+				free(vv);
+			return -ENOMEM;
+		}
+		capcloud = src->ncloud;
+	}
+	if (new_vv)
+		free(dst->vv);
+	if (new_cloud)
+		free(dst->cloud);
+	if (src->nvv)
+		memcpy(vv, src->vv, src->nvv * sizeof *vv);
+	if (src->ncloud)
+		memcpy(cloud, src->cloud, src->ncloud * sizeof *cloud);
+	dst->vv = vv;
+	dst->nvv = src->nvv;
+	dst->capvv = capvv;
+	dst->cloud = cloud;
+	dst->ncloud = src->ncloud;
+	dst->capcloud = capcloud;
 	return 0;
 }
 
