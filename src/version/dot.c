@@ -328,6 +328,11 @@ int kv_ctx_add(struct kv_ctx *c, struct kv_dot dot)
 
 int kv_ctx_merge(struct kv_ctx *dst, const struct kv_ctx *src)
 {
+	/* Both normalized: with either side empty the union is the other. */
+	if (src->nvv == 0 && src->ncloud == 0)
+		return 0;
+	if (dst->nvv == 0 && dst->ncloud == 0)
+		return kv_ctx_copy(dst, src);
 	return ctx_merge_raw(dst, src->vv, src->nvv, src->cloud, src->ncloud);
 }
 
@@ -335,8 +340,25 @@ int kv_ctx_advance(struct kv_ctx *c, struct kv_dot through)
 {
 	if (through.counter == 0)
 		return KV_EINVAL;
-	if (vv_get(c, through.actor) >= through.counter)
+	bool found;
+	size_t i = vv_find(c, through.actor, &found);
+	if (found && c->vv[i].max >= through.counter)
 		return 0;
+	/*
+	 * Without cloud dots (the usual context), raising or inserting one
+	 * actor's max keeps the context normalized: done in place when the
+	 * arrays have room (a put advances its context once per mint).
+	 */
+	if (c->ncloud == 0 && found) {
+		c->vv[i].max = through.counter;
+		return 0;
+	}
+	if (c->ncloud == 0 && c->nvv < c->capvv) {
+		memmove(&c->vv[i + 1], &c->vv[i], (c->nvv - i) * sizeof *c->vv);
+		c->vv[i] = (struct kv_ctx_entry){ through.actor, through.counter };
+		c->nvv++;
+		return 0;
+	}
 	struct kv_ctx_entry e = { through.actor, through.counter };
 	return ctx_merge_raw(c, &e, 1, NULL, 0);
 }

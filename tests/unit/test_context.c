@@ -232,6 +232,42 @@ static void test_context__merge_is_a_join(void **state)
 	kv_ctx_release(&y);
 }
 
+/*
+ * kv_ctx_advance (in place when the context has no cloud) matches the
+ * union with a one-entry vector, on random contexts, including into a
+ * context whose arrays have room (copies reuse them).
+ */
+static void test_context__advance_matches_the_union(void **state)
+{
+	(void)state;
+	uint64_t seed = kv_test_seed("test_context__advance_matches_the_union");
+	struct kv_rng rng;
+	kv_rng_seed(&rng, seed);
+	struct kv_ctx a = KV_CTX_INIT, x = KV_CTX_INIT, y = KV_CTX_INIT, e = KV_CTX_INIT;
+	for (int round = 0; round < 4000; round++) {
+		random_ctx(&rng, &a);
+		struct kv_dot through = dot((uint32_t)(1 + kv_rng_below(&rng, 5)),
+					    1 + kv_rng_below(&rng, 45));
+		assert_int_equal(kv_ctx_copy(&x, &a), 0);
+		assert_int_equal(kv_ctx_advance(&x, through), 0);
+		kv_ctx_release(&e);
+		assert_int_equal(kv_ctx_advance(&e, through), 0);
+		assert_int_equal(e.nvv, 1);
+		assert_int_equal(kv_ctx_copy(&y, &a), 0);
+		assert_int_equal(kv_ctx_merge(&y, &e), 0);
+		assert_same_ctx(&x, &y);
+		for (uint32_t node = 1; node <= 5; node++)
+			for (uint64_t k = 1; k <= 46; k++)
+				assert_true(kv_ctx_covers(&x, dot(node, k)) ==
+					    (kv_ctx_covers(&a, dot(node, k)) ||
+					     (node == through.actor.node && k <= through.counter)));
+	}
+	kv_ctx_release(&a);
+	kv_ctx_release(&x);
+	kv_ctx_release(&y);
+	kv_ctx_release(&e);
+}
+
 static void test_context__encoding_round_trips_canonically(void **state)
 {
 	(void)state;
@@ -370,6 +406,7 @@ int main(void)
 		cmocka_unit_test(test_context__merge_absorbs_cloud_into_vector),
 		cmocka_unit_test(test_context__advance_jumps_the_vector),
 		cmocka_unit_test(test_context__retire_drops_one_actor),
+		cmocka_unit_test(test_context__advance_matches_the_union),
 		cmocka_unit_test(test_context__merge_is_a_join),
 		cmocka_unit_test(test_context__encoding_round_trips_canonically),
 		cmocka_unit_test(test_context__decode_rejects_malformed_contexts),
