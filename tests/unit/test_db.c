@@ -14,6 +14,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "tmpdir_fx.h"
+
 #include "lsm/lsm.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -512,9 +514,7 @@ static void test_db__corrupt_table_is_quarantined_not_served(void **state)
 /* A fresh directory on the real file system, under $TMPDIR or /tmp. */
 static void posix_dir_make(char *dir, size_t n)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(dir, n, "%s/kvfs-test-db-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(dir));
+	assert_true(kv_test_mkdtemp(dir, n, "kvfs-test-db"));
 }
 
 static void posix_dir_remove(const char *dir)

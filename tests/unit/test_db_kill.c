@@ -43,6 +43,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "tmpdir_fx.h"
+
 #include "lsm/lsm.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -296,9 +298,7 @@ static int setup(void **state)
 {
 	struct kill_test *kt = calloc(1, sizeof *kt);
 	assert_non_null(kt);
-	const char *tmp = getenv("TMPDIR");
-	snprintf(kt->dir, sizeof kt->dir, "%s/kvfs-kill-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(kt->dir));
+	assert_true(kv_test_mkdtemp(kt->dir, sizeof kt->dir, "kvfs-kill"));
 	kt->rfd = -1;
 	kv_buf_init(&kt->scratch);
 	*state = kt;

@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "tmpdir_fx.h"
+
 #include "lsm/lsm.h"
 #include "lsm/wal.h"
 #include "util/error.h"
@@ -303,10 +305,8 @@ static void test_db_recycle__slow_pace_never_stops_writers(void **state)
 static void test_db_recycle__posix_file_goes_a_step_at_a_time(void **state)
 {
 	(void)state;
-	const char *tmp = getenv("TMPDIR");
 	char dir[512], path[600];
-	snprintf(dir, sizeof dir, "%s/kvfs-test-recycle-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(dir));
+	assert_true(kv_test_mkdtemp(dir, sizeof dir, "kvfs-test-recycle"));
 	snprintf(path, sizeof path, "%s/f", dir);
 	struct kv_vfs *vfs = kv_vfs_posix();
 	struct kv_file *f = NULL;

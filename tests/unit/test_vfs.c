@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tmpdir_fx.h"
+
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -47,9 +49,7 @@ static int setup_posix(void **state)
 	assert_non_null(fx);
 	fx->vfs = kv_vfs_posix();
 	fx->posix = true;
-	const char *tmp = getenv("TMPDIR");
-	snprintf(fx->base, sizeof fx->base, "%s/kvfs-test-vfs-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(fx->base));
+	assert_true(kv_test_mkdtemp(fx->base, sizeof fx->base, "kvfs-test-vfs"));
 	*state = fx;
 	return 0;
 }

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tmpdir_fx.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +39,7 @@ static int setup_posix(void **state)
 	struct fx *fx = calloc(1, sizeof *fx);
 	assert_non_null(fx);
 	fx->vfs = kv_vfs_posix();
-	const char *tmp = getenv("TMPDIR");
-	snprintf(fx->base, sizeof fx->base, "%s/kvfs-test-vfs-direct-XXXXXX",
-		 tmp && *tmp ? tmp : "/tmp");
-	assert_non_null(mkdtemp(fx->base));
+	assert_true(kv_test_mkdtemp(fx->base, sizeof fx->base, "kvfs-test-vfs-direct"));
 	*state = fx;
 	return 0;
 }
