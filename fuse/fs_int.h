@@ -270,6 +270,11 @@ void fs_flush_all(struct fs *fs);
  * it cannot skip an inode for want of memory.
  */
 void fs_each_data(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *ino));
+/*
+ * The tombstone of a removed directory (rmdir's, which carries the
+ * directory's metadata) in @set as read with `tombstones`, or NULL.
+ */
+const struct kv_version *fs_removed_dir(const struct kv_dvv *set);
 
 int fs_errno(int rc);
 /* True when a cluster call failed with EIO within the last @window_ns. */

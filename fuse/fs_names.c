@@ -60,6 +60,17 @@ static bool set_has_dir(const struct kv_dvv *set)
 	return false;
 }
 
+const struct kv_version *fs_removed_dir(const struct kv_dvv *set)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		struct kv_fs_meta m;
+		if (set->v[i].tombstone && kv_fs_meta_decode(set->v[i].meta, &m) == 0 &&
+		    m.type == KV_FS_DIR)
+			return &set->v[i];
+	}
+	return NULL;
+}
+
 /*
  * Takes out of @set what a read with `tombstones` adds to a name without
  * live versions (doc/protocol.md §5.1): 1 when that was a directory's
@@ -68,13 +79,7 @@ static bool set_has_dir(const struct kv_dvv *set)
  */
 static int take_tombstone(struct kv_dvv *set)
 {
-	int dir = 0;
-	for (size_t i = 0; i < set->n; i++) {
-		struct kv_fs_meta m;
-		if (set->v[i].tombstone && kv_fs_meta_decode(set->v[i].meta, &m) == 0 &&
-		    m.type == KV_FS_DIR)
-			dir = 1;
-	}
+	int dir = fs_removed_dir(set) != NULL;
 	return kv_dvv_hide_tombstones(set, false) < 0 ? -ENOMEM : dir;
 }
 

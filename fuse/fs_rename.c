@@ -100,18 +100,6 @@ static void rekey_subtree(struct fs *fs, const char *old_key, const char *new_ke
 
 static int move_tree(struct fs *fs, const char *src, const char *dst, int depth);
 
-/* The tombstone of a removed directory in a listing entry read with `tombstones`, or NULL. */
-static const struct kv_version *removed_dir(const struct kv_dvv *set)
-{
-	for (size_t j = 0; j < set->n; j++) {
-		struct kv_fs_meta m;
-		if (set->v[j].tombstone && kv_fs_meta_decode(set->v[j].meta, &m) == 0 &&
-		    m.type == KV_FS_DIR)
-			return &set->v[j];
-	}
-	return NULL;
-}
-
 /*
  * A removed subdirectory @src of a tree being moved (rmdir'ed where a child
  * was created concurrently, DESIGN §7 "Directories"): when it still has a
@@ -193,7 +181,7 @@ static int move_tree(struct fs *fs, const char *src, const char *dst, int depth)
 			goto fail;
 		for (size_t i = 0; i < page.n; i++) {
 			struct kv_client_list_entry *e = &page.entries[i];
-			const struct kv_version *removed = removed_dir(&e->set);
+			const struct kv_version *removed = fs_removed_dir(&e->set);
 			if (kv_dvv_live_count(&e->set) == 0 && !removed)
 				continue;
 			char *sk = fs_child_key(src, (const char *)e->name.p, e->name.n);
