@@ -134,6 +134,12 @@ struct kv_node_msg_out *kv_node__send(struct kv_effects *out, uint32_t to, uint6
 	return m;
 }
 
+/* Drops the last send slot, freeing what it holds. */
+void kv_node__send_pop(struct kv_effects *out)
+{
+	msg_out_release(&out->sends.v[--out->sends.n]);
+}
+
 /* The answer to @origin: a reply to a client or a send to the peer. */
 struct kv_node_msg_out *kv_node__answer(struct kv_effects *out,
 					const struct kv_node_origin *origin, uint16_t type)

@@ -334,6 +334,27 @@ static int stored_alloc(struct kv_buf *b, size_t n)
 	return 0;
 }
 
+/*
+ * Queues a REPLICA_CHUNK_PUT of @key and @data (copied into the message) to
+ * peer @to. 0, or -ENOMEM with nothing queued.
+ */
+static int send_chunk_put(struct kv_effects *out, uint32_t to, uint64_t req, struct kv_slice key,
+			  struct kv_slice data)
+{
+	struct kv_node_msg_out *m = kv_node__send(out, to, req, KV_MSG_REPLICA_CHUNK_PUT);
+	if (m == NULL)
+		return -ENOMEM;
+	if (kv_buf_reserve(&m->bytes, key.n + data.n) != 0) {
+		kv_node__send_pop(out);
+		return -ENOMEM;
+	}
+	(void)kv_buf_append(&m->bytes, key.p, key.n);
+	(void)kv_buf_append(&m->bytes, data.p, data.n);
+	m->msg.chunk.key = kv_slice_make(m->bytes.p, key.n);
+	m->msg.chunk.data = kv_slice_make(m->bytes.p + key.n, data.n);
+	return 0;
+}
+
 /* Emits the read of op's chunk body on this node; op waits in ST_READ. 0 or -ENOMEM. */
 static int read_body(struct kv_node *node, struct kv_node_op *op, struct kv_effects *out)
 {
@@ -950,15 +971,9 @@ static int chunk_put_request(struct kv_node *node, uint64_t now_ns,
 		if (op->pref[i] == node->self_id)
 			continue;
 		uint64_t req = kv_node__id(node);
-		struct kv_node_msg_out *m = kv_node__send(out, op->pref[i], req, KV_MSG_REPLICA_CHUNK_PUT);
-		if (m == NULL || kv_buf_reserve(&m->bytes, c->key.n + c->data.n) != 0) {
-			rc = -ENOMEM;
+		rc = send_chunk_put(out, op->pref[i], req, c->key, c->data);
+		if (rc != 0)
 			break;
-		}
-		(void)kv_buf_append(&m->bytes, c->key.p, c->key.n);
-		(void)kv_buf_append(&m->bytes, c->data.p, c->data.n);
-		m->msg.chunk.key = kv_slice_make(m->bytes.p, c->key.n);
-		m->msg.chunk.data = kv_slice_make(m->bytes.p + c->key.n, c->data.n);
 		op->peer_req[i] = req;
 	}
 	if (rc != 0) {
@@ -1084,18 +1099,9 @@ static void get_repair(struct kv_node *node, struct kv_node_op *op, struct kv_sl
 				    out) != 0)
 				continue; /* out of memory: the next read tries again */
 		} else {
-			struct kv_node_msg_out *m = kv_node__send(out, op->pref[i], kv_node__id(node),
-								  KV_MSG_REPLICA_CHUNK_PUT);
-			if (m == NULL)
-				continue;
-			if (kv_buf_reserve(&m->bytes, sizeof key + data.n) != 0) {
-				/* sent without a key, the replica refuses it */
-				continue;
-			}
-			(void)kv_buf_append(&m->bytes, key, sizeof key);
-			(void)kv_buf_append(&m->bytes, data.p, data.n);
-			m->msg.chunk.key = kv_slice_make(m->bytes.p, sizeof key);
-			m->msg.chunk.data = kv_slice_make(m->bytes.p + sizeof key, data.n);
+			if (send_chunk_put(out, op->pref[i], kv_node__id(node),
+					   kv_slice_make(key, sizeof key), data) != 0)
+				continue; /* out of memory: the next read tries again */
 		}
 		node->stats.chunk_read_repairs++;
 	}

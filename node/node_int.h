@@ -234,6 +234,7 @@ struct kv_node_range_out *kv_node__range_push(struct kv_effects *out);
 struct kv_node_storage_out *kv_node__read_push(struct kv_effects *out);
 struct kv_node_storage_out *kv_node__write_push(struct kv_effects *out);
 void kv_node__storage_pop(struct kv_effects *out, bool write);
+void kv_node__send_pop(struct kv_effects *out);
 
 /* node_chunk.c */
 
