@@ -5,8 +5,8 @@
 # never speed: each benchmark prints its result line, reads find what the
 # fills wrote, the database survives a reopen (--use_existing_db), the
 # write-amplification, space and RSS reports appear, and bad flags exit 2.
-# Also runs the LevelDB side when it is built in, and the fsync and measure
-# helpers.
+# Also runs the LevelDB side when it is built in, and the fsync, hiccup and
+# measure helpers.
 set -euo pipefail
 
 bench=${1:?usage: bench-smoke.sh path/to/kvfs-bench}
@@ -93,6 +93,15 @@ elif [ -f "$tmp/precious/file" ]; then ok; else fail "precious file removed"; fi
 # fsync and measure.
 out=$("$bench" fsync --dir "$tmp" --count 5) || fail "fsync exited $?"
 expect "$out" '^fsync +: .* p50 [0-9.]+ p99 [0-9.]+ mean [0-9.]+' "fsync line"
+
+# hiccup: one line with the gap counts; bad flags exit 2.
+out=$("$bench" hiccup --duration 0.3 --interval-us 500) || fail "hiccup exited $?"
+expect "$out" '^hiccup +: 0\.[0-9] s, [0-9]+ CPUs, 500-us sleeps \(normal priority\), [0-9]+ wake-ups: gaps > 1 ms [0-9]+, > 10 ms [0-9]+, > 50 ms [0-9]+; max [0-9.]+ ms \(cpu [0-9]+\); [0-9.]+ ms in gaps > 10 ms$' "hiccup line"
+for bad in "--duration x" "--interval-us 5" "--nope"; do
+  # shellcheck disable=SC2086 # split on purpose
+  rc=0; "$bench" hiccup $bad >/dev/null 2>&1 || rc=$?
+  if [ "$rc" -eq 2 ]; then ok; else fail "hiccup $bad exited $rc, not 2"; fi
+done
 "$bench" measure --out="$tmp/m" -- sh -c 'head -c 100000 /dev/zero >"$1"' sh "$tmp/w" ||
   fail "measure exited $?"
 m=$(cat "$tmp/m")

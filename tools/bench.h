@@ -118,6 +118,8 @@ uint64_t bench_peak_rss_kib(void);
 /* `kvfs-bench fsync` and `kvfs-bench measure`; return the exit status. */
 int bench_fsync_main(int argc, char **argv);
 int bench_measure_main(int argc, char **argv);
+/* `kvfs-bench hiccup`: gaps in a thread that wakes every millisecond. */
+int bench_hiccup_main(int argc, char **argv);
 
 /* ---- Engines ------------------------------------------------------------- */
 

@@ -5,6 +5,7 @@
  *   kvfs-bench leveldb [flags]    the same, on LevelDB through its C API
  *   kvfs-bench fsync [flags]      raw append + fdatasync latency of a disk
  *   kvfs-bench measure -- CMD     runs CMD, reports its wchar and peak RSS
+ *   kvfs-bench hiccup             how long the machine stops running a thread
  *   kvfs-bench cluster -c ADDRS   load on a running kvfs cluster (or etcd's gateway)
  *   kvfs-bench fs MOUNTPOINT      file system workloads on a mount (tools/bench-fs)
  *
@@ -27,6 +28,7 @@ static void usage(FILE *out)
 		"  leveldb  the same benchmarks on LevelDB%s\n"
 		"  fsync    raw durable-append latency of the disk under --dir\n"
 		"  measure  run a command; report the bytes it wrote and its peak RSS\n"
+		"  hiccup   how long this machine stops running a thread that sleeps 1 ms\n"
 		"  cluster  put/get load on a running cluster (kvfs, or etcd for comparison)\n"
 		"  fs       file workloads on a mounted directory (kvfs, sshfs, local disk)\n"
 		"Run 'kvfs-bench COMMAND --help' for the flags; see kvfs-bench(1).\n",
@@ -67,6 +69,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "fsync"))
 		return bench_fsync_main(argc, argv);
+	if (!strcmp(cmd, "hiccup"))
+		return bench_hiccup_main(argc, argv);
 	if (!strcmp(cmd, "measure"))
 		return bench_measure_main(argc, argv);
 	if (!strcmp(cmd, "cluster"))
