@@ -112,6 +112,13 @@ uint64_t bench_dir_bytes(const char *dir);
  */
 int bench_dir_wipe(const char *dir);
 
+/*
+ * The value of flag @name in argv[*i], written --name=value or --name value
+ * (then *i is advanced past the value); NULL when argv[*i] is another flag
+ * or the value is missing.
+ */
+const char *bench_flag_value(const char *name, int argc, char **argv, int *i);
+
 /* Peak resident set size of this process, in KiB (getrusage ru_maxrss). */
 uint64_t bench_peak_rss_kib(void);
 

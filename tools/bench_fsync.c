@@ -31,20 +31,6 @@ static void usage(FILE *out)
 		"  --prealloc  allocate and sync the file first, then overwrite it in place\n");
 }
 
-/* Matches --name=value or --name value; advances *i past what it used. */
-static const char *flag_value(const char *name, int argc, char **argv, int *i)
-{
-	const char *arg = argv[*i];
-	size_t len = strlen(name);
-	if (strncmp(arg, name, len) != 0)
-		return NULL;
-	if (arg[len] == '=')
-		return arg + len + 1;
-	if (arg[len] == '\0' && *i + 1 < argc)
-		return argv[++*i];
-	return NULL;
-}
-
 static long parse_count(const char *flag, const char *s, long min, long max)
 {
 	char *end;
@@ -72,11 +58,11 @@ int bench_fsync_main(int argc, char **argv)
 			full = true;
 		} else if (!strcmp(argv[i], "--prealloc")) {
 			prealloc = true;
-		} else if ((v = flag_value("--dir", argc, argv, &i))) {
+		} else if ((v = bench_flag_value("--dir", argc, argv, &i))) {
 			dir = v;
-		} else if ((v = flag_value("--count", argc, argv, &i))) {
+		} else if ((v = bench_flag_value("--count", argc, argv, &i))) {
 			count = parse_count("--count", v, 1, 10000000);
-		} else if ((v = flag_value("--size", argc, argv, &i))) {
+		} else if ((v = bench_flag_value("--size", argc, argv, &i))) {
 			size = parse_count("--size", v, 1, 64L << 20);
 		} else {
 			fprintf(stderr, "kvfs-bench fsync: unknown flag '%s' (see --help)\n", argv[i]);

@@ -59,6 +59,16 @@ static void usage(FILE *out)
 		"the longest and on which CPU, and the time lost in gaps above 10 ms.\n");
 }
 
+/* Says what was wrong with a flag; returns the exit status 2. */
+static int bad_flag(const char *flag, const char *value)
+{
+	if (value)
+		fprintf(stderr, "kvfs-bench hiccup: %s: bad value '%s' (see --help)\n", flag, value);
+	else
+		fprintf(stderr, "kvfs-bench hiccup: unknown flag '%s' (see --help)\n", flag);
+	return 2;
+}
+
 static void *meter_main(void *arg)
 {
 	struct meter *m = arg;
@@ -100,30 +110,25 @@ int bench_hiccup_main(int argc, char **argv)
 	long interval_us = 1000;
 	bool realtime = false;
 	for (int i = 2; i < argc; i++) {
-		const char *a = argv[i], *v = NULL;
+		const char *a = argv[i], *v;
+		char *end = NULL;
+		errno = 0;
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			usage(stdout);
 			return 0;
 		} else if (!strcmp(a, "--realtime")) {
 			realtime = true;
-			continue;
-		} else if (!strncmp(a, "--duration", 10) || !strncmp(a, "--interval-us", 13)) {
-			const char *eq = strchr(a, '=');
-			v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-		}
-		char *end = NULL;
-		errno = 0;
-		if (v && !strncmp(a, "--duration", 10) && (!a[10] || a[10] == '=')) {
+		} else if ((v = bench_flag_value("--duration", argc, argv, &i))) {
 			duration = strtod(v, &end);
-			if (!errno && end != v && !*end && duration >= 0 && duration <= 86400)
-				continue;
-		} else if (v && !strncmp(a, "--interval-us", 13) && (!a[13] || a[13] == '=')) {
+			if (errno || end == v || *end || !(duration >= 0 && duration <= 86400))
+				return bad_flag("--duration", v);
+		} else if ((v = bench_flag_value("--interval-us", argc, argv, &i))) {
 			interval_us = strtol(v, &end, 10);
-			if (!errno && end != v && !*end && interval_us >= 10 && interval_us <= 1000000)
-				continue;
+			if (errno || end == v || *end || interval_us < 10 || interval_us > 1000000)
+				return bad_flag("--interval-us", v);
+		} else {
+			return bad_flag(a, NULL);
 		}
-		fprintf(stderr, "kvfs-bench hiccup: bad or unknown flag '%s' (see --help)\n", a);
-		return 2;
 	}
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	if (ncpu < 1)

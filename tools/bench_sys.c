@@ -123,3 +123,16 @@ uint64_t bench_peak_rss_kib(void)
 		return 0;
 	return (uint64_t)ru.ru_maxrss; /* KiB on Linux */
 }
+
+const char *bench_flag_value(const char *name, int argc, char **argv, int *i)
+{
+	const char *arg = argv[*i];
+	size_t len = strlen(name);
+	if (strncmp(arg, name, len) != 0)
+		return NULL;
+	if (arg[len] == '=')
+		return arg + len + 1;
+	if (arg[len] == '\0' && *i + 1 < argc)
+		return argv[++*i];
+	return NULL;
+}
