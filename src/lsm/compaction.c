@@ -26,12 +26,14 @@
 #include "lsm/db_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lsm/merge.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/time.h"
 
 static uint64_t max_bytes_for_level(const struct kv_lsm *db, int level)
 {
@@ -272,7 +274,7 @@ static int run(struct kv_lsm *db, struct compaction *c)
 	struct kv_version_edit edit;
 	kv_version_edit_init(&edit);
 	int r = 0;
-	uint64_t read = 0, written = 0;
+	uint64_t read = 0, written = 0, start_ns = kv_now_ns();
 
 	for (int w = 0; w < 2; w++)
 		for (size_t i = 0; i < c->ninputs[w]; i++)
@@ -290,6 +292,9 @@ static int run(struct kv_lsm *db, struct compaction *c)
 			r = kv_db_install(db, &edit);
 			pthread_mutex_unlock(&db->install_mu);
 		}
+		if (!r)
+			kv_info("compaction: moved table %" PRIu64 " (%.1f MB) from L%d to L%d",
+				f->number, (double)f->size / 1e6, c->level, c->out_level);
 		kv_version_edit_release(&edit);
 		return r;
 	}
@@ -361,6 +366,11 @@ static int run(struct kv_lsm *db, struct compaction *c)
 		atomic_fetch_add_explicit(&db->c.compaction_read, read, memory_order_relaxed);
 		atomic_fetch_add_explicit(&db->c.compaction_written, written, memory_order_relaxed);
 		atomic_fetch_add_explicit(&db->c.compactions, 1, memory_order_relaxed);
+		/* One line per compaction, for whoever wonders where the disk went. */
+		kv_info("compaction: L%d %zu table(s) + L%d %zu table(s), %.1f MB read, %.1f MB "
+			"written in %.0f ms",
+			c->level, c->ninputs[0], c->out_level, c->ninputs[1], (double)read / 1e6,
+			(double)written / 1e6, (double)(kv_now_ns() - start_ns) / 1e6);
 	}
 	kv_version_edit_release(&edit);
 	return r;

@@ -1045,11 +1045,15 @@ static void db_free(struct kv_lsm *db)
 static int start_threads(struct kv_lsm *db)
 {
 	static void *(*const mains[3])(void *) = { flush_main, compact_main, kv_db_commit_main };
+	/* Named for top -H, perf and /proc/PID/task/TID/comm (15 bytes at most). */
+	static const char *const names[3] = { "kv-flush", "kv-compact", "kv-commit" };
 	pthread_t *threads[3] = { &db->flush_thread, &db->compact_thread, &db->commit_thread };
 	int started = 0, r = 0;
-	for (; started < 3; started++)
+	for (; started < 3; started++) {
 		if ((r = -pthread_create(threads[started], NULL, mains[started], db)))
 			break;
+		(void)pthread_setname_np(*threads[started], names[started]);
+	}
 	if (!r)
 		return 0;
 	pthread_mutex_lock(&db->mu);
