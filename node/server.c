@@ -565,12 +565,16 @@ static void stop_async_cb(uv_async_t *h)
 	kv_info("node %s: stopping", s->self_name);
 	kv_srv__net_stop(s);
 	timers_close_all(s);
+	/* Writes deferred to a commit round that will not come. */
+	s->writes_deferred = false;
+	kv_lsm_commit_kick(s->db);
 	kv_srv__maybe_finish(s);
 }
 
 static void loop_thread(void *arg)
 {
 	struct kv_server *s = arg;
+	s->loop_tid = pthread_self();
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 }
 

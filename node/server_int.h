@@ -185,6 +185,9 @@ struct kv_server {
 	struct srv_read *rbatch, *rbatch_tail; /* point reads of this loop round, not
 				       * queued yet (kv_srv__reads_flush) */
 	unsigned writes_inflight;     /* kv_lsm_write_async() not completed */
+	bool writes_deferred;         /* kv_lsm_write_deferred() since the last commit */
+	bool committing_here;         /* in kv_lsm_commit_here() on the loop thread */
+	pthread_t loop_tid;           /* the thread that runs the loop */
 	bool stopping;
 	struct srv_counters c;
 	bool own_log_sink;
@@ -203,6 +206,10 @@ void kv_srv__maybe_finish(struct kv_server *s);
 /* Feeds @in to the core and carries out its effects. */
 void kv_srv__step(struct kv_server *s, const struct kv_input *in);
 
+/* server_net.c */
+/* Writes every connection's queued frames (and sends the batched reads). */
+void kv_srv__flush_dirty(struct kv_server *s);
+
 /* server_storage.c */
 /* Sends the point reads batched in this loop round to the pool. */
 void kv_srv__reads_flush(struct kv_server *s);
@@ -213,6 +220,11 @@ void kv_srv__queue_read(struct kv_server *s, uint64_t op, struct kv_buf *key, st
 void kv_srv__queue_write(struct kv_server *s, struct kv_node_storage_out *st);
 /* s->done_async: completes the writes the engine finished. */
 void kv_srv__done_async_cb(uv_async_t *h);
+/*
+ * Flushes the round's frames, then commits the writes it deferred on the
+ * loop thread and steps their completions (the prepare and check handles).
+ */
+void kv_srv__commit_round(struct kv_server *s);
 
 /* server_net.c */
 int kv_srv__net_start(struct kv_server *s, char *err, size_t errlen);

@@ -256,7 +256,7 @@ static int conn_flush(struct srv_conn *c)
  * acks and replica writes that one round produced for one connection leave
  * in one write(2) instead of one each.
  */
-static void flush_dirty(struct kv_server *s)
+void kv_srv__flush_dirty(struct kv_server *s)
 {
 	kv_srv__reads_flush(s);
 	while (s->dirty != NULL) {
@@ -268,14 +268,15 @@ static void flush_dirty(struct kv_server *s)
 	}
 }
 
+/* Both also commit the round's writes (kv_srv__commit_round flushes first). */
 static void flush_prepare_cb(uv_prepare_t *h)
 {
-	flush_dirty(h->data);
+	kv_srv__commit_round(h->data);
 }
 
 static void flush_check_cb(uv_check_t *h)
 {
-	flush_dirty(h->data);
+	kv_srv__commit_round(h->data);
 }
 
 /* A connection's obuf above this is written at once, not at the end of the round. */
@@ -1112,7 +1113,7 @@ int kv_srv__net_start(struct kv_server *s, char *err, size_t errlen)
 void kv_srv__net_stop(struct kv_server *s)
 {
 	if (s->flush_up) {
-		flush_dirty(s);
+		kv_srv__flush_dirty(s);
 		s->flush_up = false; /* from now on conn_queued() writes at once */
 		uv_close((uv_handle_t *)&s->flush_prepare, NULL);
 		uv_close((uv_handle_t *)&s->flush_check, NULL);

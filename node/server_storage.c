@@ -288,7 +288,9 @@ static void write_done_cb(void *arg, int status)
 	w->next = s->done;
 	s->done = w;
 	pthread_mutex_unlock(&s->done_lock);
-	uv_async_send(&s->done_async);
+	/* The loop's own commit round steps its completions when it returns. */
+	if (!pthread_equal(pthread_self(), s->loop_tid) || !s->committing_here)
+		uv_async_send(&s->done_async);
 }
 
 void kv_srv__done_async_cb(uv_async_t *h)
@@ -456,11 +458,53 @@ void kv_srv__queue_write(struct kv_server *s, struct kv_node_storage_out *st)
 	int rc = b == NULL ? -ENOMEM
 		 : st->del ? kv_lsm_batch_delete(b, kv_buf_slice(&st->key))
 			   : kv_lsm_batch_put(b, kv_buf_slice(&st->key), kv_buf_slice(&st->value));
-	if (rc == 0)
+	if (rc == 0 && s->flush_up && !s->stopping) {
+		/* Committed by this round's kv_srv__commit_round(). */
+		rc = kv_lsm_write_deferred(s->db, b, write_done_cb, w);
+		s->writes_deferred = rc == 0;
+	} else if (rc == 0) {
 		rc = kv_lsm_write_async(s->db, b, write_done_cb, w);
+	}
 	if (rc != 0) {
 		if (b != NULL)
 			kv_lsm_batch_free(b);
 		write_done_cb(w, rc); /* completes on the loop, never nested */
+	}
+}
+
+/*
+ * The writes of a loop round are committed here, on the loop thread, as
+ * one group: one WAL write and one fdatasync, then their completions are
+ * stepped at once. A hand-off to the engine's commit thread and back
+ * costs two thread wake-ups per group (a futex and an eventfd), which on
+ * a small virtual machine cost more CPU than the commit itself
+ * (doc/benchmarks.md, "The eighth session"). The loop blocks for the
+ * fsync meanwhile; frames that arrive wait in the socket buffers and make
+ * the next group bigger. The replica writes and replies the round made
+ * left first, so the peers sync in parallel.
+ * When the engine must wait for background work (a flush behind, a
+ * level-0 slowdown), the commit thread takes the group instead and the
+ * loop keeps serving reads.
+ */
+void kv_srv__commit_round(struct kv_server *s)
+{
+	kv_srv__flush_dirty(s);
+	for (int i = 0; i < 4 && s->writes_deferred; i++) {
+		s->writes_deferred = false;
+		s->committing_here = true;
+		int here = kv_lsm_commit_here(s->db);
+		s->committing_here = false;
+		if (!here)
+			return; /* handed to the commit thread */
+		/* Steps the completions; the writes they start (the next put on
+		 * a key, a read answered from memory that leads to a write) set
+		 * writes_deferred again. */
+		kv_srv__done_async_cb(&s->done_async);
+		kv_srv__flush_dirty(s);
+	}
+	if (s->writes_deferred) {
+		/* Never leave a write queued with nobody to commit it. */
+		s->writes_deferred = false;
+		kv_lsm_commit_kick(s->db);
 	}
 }

@@ -474,7 +474,8 @@ int kv_lsm_write(struct kv_lsm *db, const struct kv_lsm_batch *b)
 	return w.status;
 }
 
-int kv_lsm_write_async(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_cb cb, void *arg)
+static int write_async(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_cb cb, void *arg,
+		       bool deferred)
 {
 	if (!cb)
 		return KV_EINVAL;
@@ -502,10 +503,60 @@ int kv_lsm_write_async(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_c
 	enqueue(db, w);
 	if (db->opt.deterministic)
 		lead_while_head(db, NULL);
-	else if (db->wq_head == w && !db->leader_active)
+	else if (db->wq_head == w && !db->leader_active && !deferred)
 		pthread_cond_signal(&db->commit_cv);
 	pthread_mutex_unlock(&db->mu);
 	return 0;
+}
+
+int kv_lsm_write_async(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_cb cb, void *arg)
+{
+	return write_async(db, b, cb, arg, false);
+}
+
+int kv_lsm_write_deferred(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_cb cb, void *arg)
+{
+	return write_async(db, b, cb, arg, true);
+}
+
+/*
+ * True when a group can be committed now without waiting: not for other
+ * writers to join (the batch policy waits for them, and they may be on the
+ * very thread that would wait), nor for background work — no slowdown, and
+ * a full memtable can be switched (mu held).
+ */
+static bool room_now(const struct kv_lsm *db)
+{
+	size_t l0 = db->current->nfiles[0];
+	if (db->bg_error || db->opt.sync == KV_SYNC_BATCH || l0 >= db->opt.l0_slowdown)
+		return false;
+	if (!db->wal_error && kv_memtable_bytes(db->mem.mem) < db->switch_bytes)
+		return true;
+	return db->nimm < db->opt.max_immutable && l0 < db->opt.l0_stop;
+}
+
+int kv_lsm_commit_here(struct kv_lsm *db)
+{
+	int led = 0;
+	pthread_mutex_lock(&db->mu);
+	if (db->wq_head && db->wq_head->async && !db->leader_active) {
+		if (!db->opt.deterministic && room_now(db)) {
+			lead_while_head(db, NULL);
+			led = 1;
+		} else {
+			wake_next_leader(db);
+		}
+	}
+	pthread_mutex_unlock(&db->mu);
+	return led;
+}
+
+void kv_lsm_commit_kick(struct kv_lsm *db)
+{
+	pthread_mutex_lock(&db->mu);
+	if (db->wq_head && !db->leader_active)
+		wake_next_leader(db);
+	pthread_mutex_unlock(&db->mu);
 }
 
 void *kv_db_commit_main(void *arg)

@@ -137,8 +137,9 @@ int kv_lsm_write(struct kv_lsm *db, const struct kv_lsm_batch *b);
 /*
  * Called once the batch is durable (status 0) or failed (negative), from
  * whichever thread committed its write group: the engine's commit thread,
- * or the thread of a concurrent kv_lsm_write() (in deterministic mode,
- * before kv_lsm_write_async() returns). Writes are applied in submission
+ * the thread of a concurrent kv_lsm_write(), the caller of
+ * kv_lsm_commit_here() (before it returns), or in deterministic mode the
+ * caller of kv_lsm_write_async() (before it returns). Writes are applied in submission
  * order, but callbacks of different groups may run concurrently. The
  * callback must be quick, thread-safe (e.g.
  * uv_async_send), and must not call kv_lsm_close().
@@ -152,6 +153,30 @@ typedef void (*kv_lsm_write_cb)(void *arg, int status);
  * error (the callback is never called, and the caller still owns @b).
  */
 int kv_lsm_write_async(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_cb cb, void *arg);
+
+/*
+ * kv_lsm_write_async() that leaves the commit to the caller: the write waits
+ * in the queue until this thread calls kv_lsm_commit_here() or
+ * kv_lsm_commit_kick(), so that a caller that gathers the writes of one
+ * round (an event loop) commits them as one group on its own thread, with
+ * no hand-off to the commit thread and back. Same return and callback
+ * contract; a deferred write that nobody commits waits for the next one
+ * that is committed.
+ */
+int kv_lsm_write_deferred(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_cb cb, void *arg);
+
+/*
+ * Commits the queued asynchronous writes on the calling thread — one WAL
+ * write and one fsync per group, callbacks run here before it returns —
+ * when that needs no wait (for a memtable switch behind a flush, a
+ * level-0 slowdown or stop, or the batch policy's gathering) and no other
+ * thread is committing; otherwise hands them to the commit thread. Returns 1 if it
+ * committed here, 0 if not.
+ */
+int kv_lsm_commit_here(struct kv_lsm *db);
+
+/* Hands any queued writes to the commit thread. */
+void kv_lsm_commit_kick(struct kv_lsm *db);
 
 /* ---- Reads --------------------------------------------------------------- */
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "tmpdir_fx.h"
@@ -401,6 +402,80 @@ static void test_db__async_writes_complete_once_each(void **state)
 	}
 }
 
+struct here_state {
+	pthread_t caller;
+	int done, elsewhere, failed;
+	pthread_mutex_t mu;
+};
+
+static void on_durable_here(void *arg, int status)
+{
+	struct here_state *s = arg;
+	pthread_mutex_lock(&s->mu);
+	s->done++;
+	if (!pthread_equal(pthread_self(), s->caller))
+		s->elsewhere++;
+	if (status)
+		s->failed++;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Deferred writes are committed by the caller's kv_lsm_commit_here(), as
+ * one group, with the callbacks on the caller's thread; kicked ones by the
+ * commit thread. */
+static void test_db__deferred_writes_commit_on_the_caller(void **state)
+{
+	struct fixture *f = *state;
+	f->opt.sync = KV_SYNC_ALWAYS;
+	db_open(f);
+	struct here_state s = { .caller = pthread_self() };
+	pthread_mutex_init(&s.mu, NULL);
+	assert_int_equal(kv_lsm_commit_here(f->db), 0); /* nothing queued */
+	struct kv_lsm_stats before, after;
+	kv_lsm_get_stats(f->db, &before);
+	char k[32];
+	for (int i = 0; i < 100; i++) {
+		struct kv_lsm_batch *b = kv_lsm_batch_new();
+		snprintf(k, sizeof k, "here%04d", i);
+		assert_int_equal(kv_lsm_batch_put(b, S(k), S("v")), 0);
+		assert_int_equal(kv_lsm_write_deferred(f->db, b, on_durable_here, &s), 0);
+	}
+	assert_int_equal(kv_lsm_commit_here(f->db), 1);
+	/* Done before it returned, here, in one group and one sync. */
+	assert_int_equal(s.done, 100);
+	assert_int_equal(s.elsewhere, 0);
+	assert_int_equal(s.failed, 0);
+	kv_lsm_get_stats(f->db, &after);
+	assert_int_equal(after.writes - before.writes, 100);
+	assert_int_equal(after.write_groups - before.write_groups, 1);
+	assert_int_equal(after.wal_syncs - before.wal_syncs, 1);
+	expect(f->db, "here0000", "v");
+	expect(f->db, "here0099", "v");
+
+	/* Kicked: the commit thread takes them. */
+	for (int i = 0; i < 10; i++) {
+		struct kv_lsm_batch *b = kv_lsm_batch_new();
+		snprintf(k, sizeof k, "kick%04d", i);
+		assert_int_equal(kv_lsm_batch_put(b, S(k), S("w")), 0);
+		assert_int_equal(kv_lsm_write_deferred(f->db, b, on_durable_here, &s), 0);
+	}
+	kv_lsm_commit_kick(f->db);
+	for (int i = 0; i < 5000; i++) {
+		pthread_mutex_lock(&s.mu);
+		int d = s.done;
+		pthread_mutex_unlock(&s.mu);
+		if (d == 110)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(s.done, 110);
+	assert_int_equal(s.elsewhere, 10);
+	expect(f->db, "kick0009", "w");
+	assert_int_equal(kv_lsm_close(f->db), 0);
+	f->db = NULL;
+	pthread_mutex_destroy(&s.mu);
+}
+
 struct writer_arg {
 	struct kv_lsm *db;
 	int id;
@@ -646,6 +721,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_db__compaction_drops_deleted_and_overwritten, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__async_writes_complete_once_each, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__concurrent_writers_share_syncs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_db__deferred_writes_commit_on_the_caller, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__second_open_is_refused, setup, teardown),
 		cmocka_unit_test(test_db__parse_sync_policy),
 		cmocka_unit_test_setup_teardown(test_db__corrupt_table_is_quarantined_not_served, setup, teardown),
