@@ -187,6 +187,7 @@ struct kv_server {
 	unsigned writes_inflight;     /* kv_lsm_write_async() not completed */
 	bool writes_deferred;         /* kv_lsm_write_deferred() since the last commit */
 	bool committing_here;         /* in kv_lsm_commit_here() on the loop thread */
+	unsigned chunk_writes;        /* chunk body writes on the pool */
 	pthread_t loop_tid;           /* the thread that runs the loop */
 	bool stopping;
 	struct srv_counters c;

@@ -80,6 +80,8 @@ struct kv_lsm {
 	uint64_t next_seq;               /* next sequence to hand out (mu) */
 	_Atomic uint64_t last_seq;       /* highest sequence visible to readers */
 	uint64_t last_sync_ns;           /* for KV_SYNC_BATCH (leader) */
+	_Atomic uint64_t sync_avg_ns;    /* moving average of the WAL syncs' durations
+					  * (written by the leader, read by anyone) */
 	struct kv_buf group_buf;         /* the leader's WAL record buffer */
 
 	/* Tables. */

@@ -375,8 +375,14 @@ static void lead_group(struct kv_lsm *db, struct writer **done_list)
 			r = kv_wal_add(db->wal, kv_buf_slice(g));
 		uint64_t wal_written = kv_wal_bytes(db->wal) - wal_before;
 		if (!r && db->opt.sync != KV_SYNC_NONE) {
+			uint64_t t0 = kv_now_ns();
 			r = kv_wal_sync(db->wal);
 			db->last_sync_ns = kv_now_ns();
+			/* 1/8 new, 7/8 old: a lone slow sync moves it little. */
+			uint64_t avg = atomic_load_explicit(&db->sync_avg_ns, memory_order_relaxed);
+			atomic_store_explicit(&db->sync_avg_ns,
+					      avg - avg / 8 + (db->last_sync_ns - t0) / 8,
+					      memory_order_relaxed);
 			atomic_fetch_add_explicit(&db->c.wal_syncs, 1, memory_order_relaxed);
 		}
 		uint64_t last_seq = 0;
@@ -519,6 +525,9 @@ int kv_lsm_write_deferred(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_writ
 	return write_async(db, b, cb, arg, true);
 }
 
+/* kv_lsm_commit_here() declines while the syncs average more than this. */
+#define COMMIT_HERE_SYNC_NS (2u * 1000000u)
+
 /*
  * True when a group can be committed now without waiting: not for other
  * writers to join (the batch policy waits for them, and they may be on the
@@ -529,6 +538,11 @@ static bool room_now(const struct kv_lsm *db)
 {
 	size_t l0 = db->current->nfiles[0];
 	if (db->bg_error || db->opt.sync == KV_SYNC_BATCH || l0 >= db->opt.l0_slowdown)
+		return false;
+	/* Table writes queue in front of the log's sync: it would be slow. So
+	 * it would be when the last syncs were (another process's writes). */
+	if (db->flushing || db->compacting ||
+	    atomic_load_explicit(&db->sync_avg_ns, memory_order_relaxed) > COMMIT_HERE_SYNC_NS)
 		return false;
 	if (!db->wal_error && kv_memtable_bytes(db->mem.mem) < db->switch_bytes)
 		return true;

@@ -169,8 +169,11 @@ int kv_lsm_write_deferred(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_writ
  * Commits the queued asynchronous writes on the calling thread — one WAL
  * write and one fsync per group, callbacks run here before it returns —
  * when that needs no wait (for a memtable switch behind a flush, a
- * level-0 slowdown or stop, or the batch policy's gathering) and no other
- * thread is committing; otherwise hands them to the commit thread. Returns 1 if it
+ * level-0 slowdown or stop, or the batch policy's gathering), no other
+ * thread is committing, no flush or compaction is writing tables (whose
+ * writes would queue in front of the sync and hold the caller), and the
+ * recent syncs took 2 ms or less on average (else someone else keeps the
+ * disk busy); otherwise hands them to the commit thread. Returns 1 if it
  * committed here, 0 if not.
  */
 int kv_lsm_commit_here(struct kv_lsm *db);

@@ -476,6 +476,37 @@ static void test_db__deferred_writes_commit_on_the_caller(void **state)
 	pthread_mutex_destroy(&s.mu);
 }
 
+/* Under the batch policy the group waits for other writers, who may be on
+ * the caller's thread: kv_lsm_commit_here() hands it to the commit thread. */
+static void test_db__commit_here_declines_under_batch_sync(void **state)
+{
+	struct fixture *f = *state;
+	f->opt.sync = KV_SYNC_BATCH;
+	f->opt.sync_batch_ms = 1;
+	db_open(f);
+	struct here_state s = { .caller = pthread_self() };
+	pthread_mutex_init(&s.mu, NULL);
+	struct kv_lsm_batch *b = kv_lsm_batch_new();
+	assert_int_equal(kv_lsm_batch_put(b, S("batched"), S("v")), 0);
+	assert_int_equal(kv_lsm_write_deferred(f->db, b, on_durable_here, &s), 0);
+	assert_int_equal(kv_lsm_commit_here(f->db), 0);
+	for (int i = 0; i < 5000; i++) {
+		pthread_mutex_lock(&s.mu);
+		int d = s.done;
+		pthread_mutex_unlock(&s.mu);
+		if (d == 1)
+			break;
+		usleep(1000);
+	}
+	assert_int_equal(s.done, 1);
+	assert_int_equal(s.elsewhere, 1);
+	assert_int_equal(s.failed, 0);
+	expect(f->db, "batched", "v");
+	assert_int_equal(kv_lsm_close(f->db), 0);
+	f->db = NULL;
+	pthread_mutex_destroy(&s.mu);
+}
+
 struct writer_arg {
 	struct kv_lsm *db;
 	int id;
@@ -722,6 +753,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_db__async_writes_complete_once_each, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__concurrent_writers_share_syncs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__deferred_writes_commit_on_the_caller, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_db__commit_here_declines_under_batch_sync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__second_open_is_refused, setup, teardown),
 		cmocka_unit_test(test_db__parse_sync_policy),
 		cmocka_unit_test_setup_teardown(test_db__corrupt_table_is_quarantined_not_served, setup, teardown),
