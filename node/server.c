@@ -490,6 +490,8 @@ void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t reque
 	STAT("idle_closed", s->c.idle_closed);
 	STAT("reads_inline", s->c.reads_inline);
 	STAT("reads_pool", s->c.reads_pool);
+	STAT("commits_loop", s->c.commits_loop);
+	STAT("commits_handed", s->c.commits_handed);
 	STAT("frames_sent", s->c.frames_sent);
 	STAT("socket_writes", s->c.socket_writes);
 	STAT("ops_in_flight", kv_node_ops_in_flight(&s->node));

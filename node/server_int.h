@@ -128,6 +128,8 @@ struct srv_counters {
 	uint64_t idle_closed;
 	uint64_t reads_inline; /* point reads answered on the loop from memory */
 	uint64_t reads_pool;   /* point reads sent to the pool (they need the disk) */
+	uint64_t commits_loop;   /* write groups committed on the loop (kv_srv__commit_round) */
+	uint64_t commits_handed; /* rounds whose writes went to the engine's commit thread */
 	uint64_t frames_sent;    /* frames queued on connections */
 	uint64_t socket_writes;  /* uv_write()s they went out in (coalesced) */
 };

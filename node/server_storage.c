@@ -507,8 +507,11 @@ void kv_srv__commit_round(struct kv_server *s)
 		s->committing_here = true;
 		int here = kv_lsm_commit_here(s->db);
 		s->committing_here = false;
-		if (!here)
+		if (!here) {
+			s->c.commits_handed++;
 			return; /* handed to the commit thread */
+		}
+		s->c.commits_loop++;
 		/* Steps the completions; the writes they start (the next put on
 		 * a key, a read answered from memory that leads to a write) set
 		 * writes_deferred again. */
@@ -518,6 +521,7 @@ void kv_srv__commit_round(struct kv_server *s)
 	if (s->writes_deferred) {
 		/* Never leave a write queued with nobody to commit it. */
 		s->writes_deferred = false;
+		s->c.commits_handed++;
 		kv_lsm_commit_kick(s->db);
 	}
 }
