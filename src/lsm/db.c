@@ -1183,6 +1183,7 @@ int kv_lsm_close(struct kv_lsm *db)
 	pthread_mutex_lock(&db->mu);
 	/* Let queued asynchronous writes finish first. */
 	db->closing = true;
+	pthread_cond_signal(&db->commit_cv); /* deferred writes nobody committed */
 	while (db->wq_head)
 		pthread_cond_wait(&db->bg_cv, &db->mu);
 	db->shutting_down = true;

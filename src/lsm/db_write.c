@@ -167,6 +167,7 @@ struct writer {
 	kv_lsm_write_cb cb;           /* async: called on completion */
 	void *cb_arg;
 	bool async;
+	bool deferred;                /* async, left to kv_lsm_commit_here/kick */
 	bool done;
 	int status;
 	pthread_cond_t cv;            /* sync writers wait here */
@@ -194,10 +195,12 @@ static void wake_next_leader(struct kv_lsm *db)
 			pthread_cond_broadcast(&db->bg_cv);
 		return;
 	}
-	if (h->async)
-		pthread_cond_signal(&db->commit_cv);
-	else
+	if (h->async) {
+		if (!h->deferred || db->closing)
+			pthread_cond_signal(&db->commit_cv);
+	} else {
 		pthread_cond_signal(&h->cv);
+	}
 }
 
 /* Makes @mem immutable and starts a new memtable and log (mu held). */
@@ -493,6 +496,7 @@ static int write_async(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_c
 	w->cb = cb;
 	w->cb_arg = arg;
 	w->async = true;
+	w->deferred = deferred;
 	if (b->count == 0) {
 		/* Nothing to write: complete at once, still through the callback. */
 		cb(arg, 0);
@@ -549,17 +553,30 @@ static bool room_now(const struct kv_lsm *db)
 	return db->nimm < db->opt.max_immutable && l0 < db->opt.l0_stop;
 }
 
+/* Gives every queued deferred write to the commit thread (mu held). */
+static void hand_over(struct kv_lsm *db)
+{
+	for (struct writer *w = db->wq_head; w; w = w->next)
+		w->deferred = false;
+	if (db->wq_head && !db->leader_active)
+		wake_next_leader(db);
+}
+
 int kv_lsm_commit_here(struct kv_lsm *db)
 {
 	int led = 0;
 	pthread_mutex_lock(&db->mu);
-	if (db->wq_head && db->wq_head->async && !db->leader_active) {
-		if (!db->opt.deterministic && room_now(db)) {
-			lead_while_head(db, NULL);
-			led = 1;
-		} else {
-			wake_next_leader(db);
-		}
+	if (db->wq_head && db->wq_head->async && !db->leader_active && !db->opt.deterministic &&
+	    room_now(db)) {
+		lead_while_head(db, NULL);
+		led = 1;
+		/* What did not fit in the group goes to the commit thread. */
+		if (db->wq_head)
+			hand_over(db);
+	} else {
+		/* Someone leads already, or it would wait: never leave the
+		 * deferred writes without a committer. */
+		hand_over(db);
 	}
 	pthread_mutex_unlock(&db->mu);
 	return led;
@@ -568,8 +585,7 @@ int kv_lsm_commit_here(struct kv_lsm *db)
 void kv_lsm_commit_kick(struct kv_lsm *db)
 {
 	pthread_mutex_lock(&db->mu);
-	if (db->wq_head && !db->leader_active)
-		wake_next_leader(db);
+	hand_over(db);
 	pthread_mutex_unlock(&db->mu);
 }
 
@@ -578,7 +594,10 @@ void *kv_db_commit_main(void *arg)
 	struct kv_lsm *db = arg;
 	pthread_mutex_lock(&db->mu);
 	for (;;) {
-		if (db->wq_head && db->wq_head->async && !db->leader_active) {
+		/* Deferred writes wait for their caller, unless handed over or
+		 * the store is closing. */
+		struct writer *h = db->wq_head;
+		if (h && h->async && (!h->deferred || db->closing) && !db->leader_active) {
 			lead_while_head(db, NULL);
 			continue;
 		}

@@ -160,8 +160,9 @@ int kv_lsm_write_async(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_c
  * kv_lsm_commit_kick(), so that a caller that gathers the writes of one
  * round (an event loop) commits them as one group on its own thread, with
  * no hand-off to the commit thread and back. Same return and callback
- * contract; a deferred write that nobody commits waits for the next one
- * that is committed.
+ * contract. Until then the commit thread leaves it alone; another
+ * thread's kv_lsm_write() may carry it in its group, and kv_lsm_close()
+ * commits what is left.
  */
 int kv_lsm_write_deferred(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_write_cb cb, void *arg);
 
@@ -173,8 +174,9 @@ int kv_lsm_write_deferred(struct kv_lsm *db, struct kv_lsm_batch *b, kv_lsm_writ
  * thread is committing, no flush or compaction is writing tables (whose
  * writes would queue in front of the sync and hold the caller), and the
  * recent syncs took 2 ms or less on average (else someone else keeps the
- * disk busy); otherwise hands them to the commit thread. Returns 1 if it
- * committed here, 0 if not.
+ * disk busy); otherwise hands them to the commit thread. It commits one
+ * group (up to about 1 MiB); what does not fit goes to the commit thread
+ * too. Returns 1 if it committed here, 0 if not.
  */
 int kv_lsm_commit_here(struct kv_lsm *db);
 

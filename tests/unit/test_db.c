@@ -476,6 +476,32 @@ static void test_db__deferred_writes_commit_on_the_caller(void **state)
 	pthread_mutex_destroy(&s.mu);
 }
 
+/* A deferred write nobody committed is committed by close, not lost or
+ * waited for forever. */
+static void test_db__close_commits_deferred_writes(void **state)
+{
+	struct fixture *f = *state;
+	db_open(f);
+	struct here_state s = { .caller = pthread_self() };
+	pthread_mutex_init(&s.mu, NULL);
+	char k[32];
+	for (int i = 0; i < 20; i++) {
+		struct kv_lsm_batch *b = kv_lsm_batch_new();
+		snprintf(k, sizeof k, "left%04d", i);
+		assert_int_equal(kv_lsm_batch_put(b, S(k), S("x")), 0);
+		assert_int_equal(kv_lsm_write_deferred(f->db, b, on_durable_here, &s), 0);
+	}
+	assert_int_equal(kv_lsm_close(f->db), 0);
+	f->db = NULL;
+	assert_int_equal(s.done, 20);
+	assert_int_equal(s.failed, 0);
+	db_open(f);
+	expect(f->db, "left0019", "x");
+	assert_int_equal(kv_lsm_close(f->db), 0);
+	f->db = NULL;
+	pthread_mutex_destroy(&s.mu);
+}
+
 /* Under the batch policy the group waits for other writers, who may be on
  * the caller's thread: kv_lsm_commit_here() hands it to the commit thread. */
 static void test_db__commit_here_declines_under_batch_sync(void **state)
@@ -754,6 +780,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_db__concurrent_writers_share_syncs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__deferred_writes_commit_on_the_caller, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__commit_here_declines_under_batch_sync, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_db__close_commits_deferred_writes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_db__second_open_is_refused, setup, teardown),
 		cmocka_unit_test(test_db__parse_sync_policy),
 		cmocka_unit_test_setup_teardown(test_db__corrupt_table_is_quarantined_not_served, setup, teardown),
