@@ -496,7 +496,6 @@ void kv_srv__queue_write(struct kv_server *s, struct kv_node_storage_out *st)
  * lost most of the gain at 4,000 puts/s, where such syncs come every few
  * hundred groups.
  */
-
 void kv_srv__commit_round(struct kv_server *s)
 {
 	kv_srv__flush_dirty(s);

@@ -570,14 +570,11 @@ int kv_lsm_commit_here(struct kv_lsm *db)
 	    room_now(db)) {
 		lead_while_head(db, NULL);
 		led = 1;
-		/* What did not fit in the group goes to the commit thread. */
-		if (db->wq_head)
-			hand_over(db);
-	} else {
-		/* Someone leads already, or it would wait: never leave the
-		 * deferred writes without a committer. */
-		hand_over(db);
 	}
+	/* What is still queued (what did not fit in the group, or all of it
+	 * when someone else leads or it would wait) goes to the commit thread:
+	 * a deferred write is never left without a committer. */
+	hand_over(db);
 	pthread_mutex_unlock(&db->mu);
 	return led;
 }

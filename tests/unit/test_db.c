@@ -420,6 +420,32 @@ static void on_durable_here(void *arg, int status)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* Queues @n deferred puts of @value under keys PREFIX0000... */
+static void queue_deferred(struct kv_lsm *db, const char *prefix, int n, const char *value,
+			   struct here_state *s)
+{
+	char k[32];
+	for (int i = 0; i < n; i++) {
+		struct kv_lsm_batch *b = kv_lsm_batch_new();
+		snprintf(k, sizeof k, "%s%04d", prefix, i);
+		assert_int_equal(kv_lsm_batch_put(b, S(k), S(value)), 0);
+		assert_int_equal(kv_lsm_write_deferred(db, b, on_durable_here, s), 0);
+	}
+}
+
+/* Waits (5 s at most) until @n callbacks have run. */
+static void wait_done(struct here_state *s, int n)
+{
+	for (int i = 0; i < 5000; i++) {
+		pthread_mutex_lock(&s->mu);
+		int d = s->done;
+		pthread_mutex_unlock(&s->mu);
+		if (d == n)
+			return;
+		usleep(1000);
+	}
+}
+
 /* Deferred writes are committed by the caller's kv_lsm_commit_here(), as
  * one group, with the callbacks on the caller's thread; kicked ones by the
  * commit thread. */
@@ -433,13 +459,7 @@ static void test_db__deferred_writes_commit_on_the_caller(void **state)
 	assert_int_equal(kv_lsm_commit_here(f->db), 0); /* nothing queued */
 	struct kv_lsm_stats before, after;
 	kv_lsm_get_stats(f->db, &before);
-	char k[32];
-	for (int i = 0; i < 100; i++) {
-		struct kv_lsm_batch *b = kv_lsm_batch_new();
-		snprintf(k, sizeof k, "here%04d", i);
-		assert_int_equal(kv_lsm_batch_put(b, S(k), S("v")), 0);
-		assert_int_equal(kv_lsm_write_deferred(f->db, b, on_durable_here, &s), 0);
-	}
+	queue_deferred(f->db, "here", 100, "v", &s);
 	assert_int_equal(kv_lsm_commit_here(f->db), 1);
 	/* Done before it returned, here, in one group and one sync. */
 	assert_int_equal(s.done, 100);
@@ -453,21 +473,9 @@ static void test_db__deferred_writes_commit_on_the_caller(void **state)
 	expect(f->db, "here0099", "v");
 
 	/* Kicked: the commit thread takes them. */
-	for (int i = 0; i < 10; i++) {
-		struct kv_lsm_batch *b = kv_lsm_batch_new();
-		snprintf(k, sizeof k, "kick%04d", i);
-		assert_int_equal(kv_lsm_batch_put(b, S(k), S("w")), 0);
-		assert_int_equal(kv_lsm_write_deferred(f->db, b, on_durable_here, &s), 0);
-	}
+	queue_deferred(f->db, "kick", 10, "w", &s);
 	kv_lsm_commit_kick(f->db);
-	for (int i = 0; i < 5000; i++) {
-		pthread_mutex_lock(&s.mu);
-		int d = s.done;
-		pthread_mutex_unlock(&s.mu);
-		if (d == 110)
-			break;
-		usleep(1000);
-	}
+	wait_done(&s, 110);
 	assert_int_equal(s.done, 110);
 	assert_int_equal(s.elsewhere, 10);
 	expect(f->db, "kick0009", "w");
@@ -484,13 +492,7 @@ static void test_db__close_commits_deferred_writes(void **state)
 	db_open(f);
 	struct here_state s = { .caller = pthread_self() };
 	pthread_mutex_init(&s.mu, NULL);
-	char k[32];
-	for (int i = 0; i < 20; i++) {
-		struct kv_lsm_batch *b = kv_lsm_batch_new();
-		snprintf(k, sizeof k, "left%04d", i);
-		assert_int_equal(kv_lsm_batch_put(b, S(k), S("x")), 0);
-		assert_int_equal(kv_lsm_write_deferred(f->db, b, on_durable_here, &s), 0);
-	}
+	queue_deferred(f->db, "left", 20, "x", &s);
 	assert_int_equal(kv_lsm_close(f->db), 0);
 	f->db = NULL;
 	assert_int_equal(s.done, 20);
@@ -512,22 +514,13 @@ static void test_db__commit_here_declines_under_batch_sync(void **state)
 	db_open(f);
 	struct here_state s = { .caller = pthread_self() };
 	pthread_mutex_init(&s.mu, NULL);
-	struct kv_lsm_batch *b = kv_lsm_batch_new();
-	assert_int_equal(kv_lsm_batch_put(b, S("batched"), S("v")), 0);
-	assert_int_equal(kv_lsm_write_deferred(f->db, b, on_durable_here, &s), 0);
+	queue_deferred(f->db, "batched", 1, "v", &s);
 	assert_int_equal(kv_lsm_commit_here(f->db), 0);
-	for (int i = 0; i < 5000; i++) {
-		pthread_mutex_lock(&s.mu);
-		int d = s.done;
-		pthread_mutex_unlock(&s.mu);
-		if (d == 1)
-			break;
-		usleep(1000);
-	}
+	wait_done(&s, 1);
 	assert_int_equal(s.done, 1);
 	assert_int_equal(s.elsewhere, 1);
 	assert_int_equal(s.failed, 0);
-	expect(f->db, "batched", "v");
+	expect(f->db, "batched0000", "v");
 	assert_int_equal(kv_lsm_close(f->db), 0);
 	f->db = NULL;
 	pthread_mutex_destroy(&s.mu);
