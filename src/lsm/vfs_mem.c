@@ -34,12 +34,22 @@ struct dentry {
  * Every field is guarded by mem_vfs.mu.
  *
  * File contents: @data[0..@len) are the current bytes. The durable bytes are
- * @dur[0..@dur_len) when @dur is set, and otherwise the prefix
- * @data[0..@dur_len) (then @dur_len <= @len). Appending and fsyncing an
- * append-only file therefore never copies; the durable prefix is copied out
- * (copy-on-write) only when a write or truncate touches it. @dur != NULL
- * implies @dur_len > 0.
+ * @dur[0..@dur_len) when @dur is set, and otherwise @data[0..@dur_len) (bytes
+ * past @len included: a shrink leaves them in the buffer, and @cap >=
+ * @dur_len) with the @undo records put back over it, the newest first, so
+ * the oldest record of a byte wins. A write or truncate that changes durable
+ * bytes first saves what they were in an undo record: appending and fsyncing
+ * costs no copy, and overwriting a preallocated log between syncs costs a
+ * copy of what is overwritten, not of the whole file. Once the records would
+ * outweigh the file, the durable bytes are copied out to @dur once instead.
+ * @dur != NULL implies @dur_len > 0 and no undo records.
  */
+struct undo {
+	struct undo *next; /* older */
+	size_t off, n;
+	uint8_t bytes[];
+};
+
 struct inode {
 	struct inode *prev, *next; /* the vfs's list of live inodes */
 	enum ino_kind kind;
@@ -52,6 +62,8 @@ struct inode {
 	size_t len, cap;
 	uint8_t *dur;
 	size_t dur_len;
+	struct undo *undo; /* newest first */
+	size_t undo_bytes;
 	/* INO_DIR: sorted by name (bytewise, shorter prefix first) */
 	struct dentry *ents;
 	size_t nents, ents_cap;
@@ -126,6 +138,16 @@ static void list_unlink(struct mem_vfs *m, struct inode *ino)
 	ino->prev = ino->next = NULL;
 }
 
+static void undo_free(struct inode *ino)
+{
+	while (ino->undo) {
+		struct undo *u = ino->undo;
+		ino->undo = u->next;
+		free(u);
+	}
+	ino->undo_bytes = 0;
+}
+
 /* Frees the inode's memory without touching what it references. */
 static void inode_free_raw(struct inode *ino)
 {
@@ -134,6 +156,7 @@ static void inode_free_raw(struct inode *ino)
 	free(ino->ents);
 	free(ino->data);
 	free(ino->dur);
+	undo_free(ino);
 	free(ino);
 }
 
@@ -191,16 +214,40 @@ static int data_reserve(struct inode *ino, size_t need)
 	return 0;
 }
 
-/* Before bytes from @off on change: copies the durable prefix out if shared. */
-static int detach_durable(struct inode *ino, size_t off)
+/* Puts the undo records back over @buf, newest first; frees them. */
+static void undo_apply(struct inode *ino, uint8_t *buf)
 {
-	if (ino->dur || off >= ino->dur_len)
+	for (struct undo *u = ino->undo; u; u = u->next)
+		memcpy(buf + u->off, u->bytes, u->n);
+	undo_free(ino);
+}
+
+/* Before @data[@from..@to) changes: keeps the durable bytes among them. */
+static int save_durable(struct inode *ino, size_t from, size_t to)
+{
+	if (to > ino->dur_len)
+		to = ino->dur_len;
+	if (ino->dur || from >= to)
 		return 0;
-	uint8_t *copy = malloc(ino->dur_len);
-	if (!copy)
+	size_t n = to - from;
+	if (ino->undo_bytes + n > ino->dur_len) {
+		uint8_t *copy = malloc(ino->dur_len);
+		if (!copy)
+			return -ENOMEM;
+		memcpy(copy, ino->data, ino->dur_len);
+		undo_apply(ino, copy);
+		ino->dur = copy;
+		return 0;
+	}
+	struct undo *u = malloc(sizeof *u + n);
+	if (!u)
 		return -ENOMEM;
-	memcpy(copy, ino->data, ino->dur_len);
-	ino->dur = copy;
+	u->off = from;
+	u->n = n;
+	memcpy(u->bytes, ino->data + from, n);
+	u->next = ino->undo;
+	ino->undo = u;
+	ino->undo_bytes += n;
 	return 0;
 }
 
@@ -212,9 +259,10 @@ static int file_write(struct inode *ino, const void *buf, size_t n, uint64_t off
 	if (off > FILE_SIZE_MAX || n > FILE_SIZE_MAX - off)
 		return -EFBIG;
 	size_t end = (size_t)off + n;
+	size_t from = (size_t)off < ino->len ? (size_t)off : ino->len;
 	int r = data_reserve(ino, end);
 	if (r == 0)
-		r = detach_durable(ino, (size_t)off);
+		r = save_durable(ino, from, end);
 	if (r)
 		return r;
 	if (off > ino->len)
@@ -225,19 +273,18 @@ static int file_write(struct inode *ino, const void *buf, size_t n, uint64_t off
 	return 0;
 }
 
+/* A shrink changes no byte (the durable ones past @len stay in the buffer). */
 static int file_truncate(struct inode *ino, uint64_t size)
 {
 	if (size > FILE_SIZE_MAX)
 		return -EFBIG;
 	if (size > ino->len) {
 		int r = data_reserve(ino, (size_t)size);
+		if (r == 0)
+			r = save_durable(ino, ino->len, (size_t)size);
 		if (r)
 			return r;
 		memset(ino->data + ino->len, 0, (size_t)size - ino->len);
-	} else {
-		int r = detach_durable(ino, (size_t)size);
-		if (r)
-			return r;
 	}
 	ino->len = (size_t)size;
 	return 0;
@@ -248,6 +295,7 @@ static void file_sync(struct inode *ino)
 {
 	free(ino->dur);
 	ino->dur = NULL;
+	undo_free(ino);
 	ino->dur_len = ino->len;
 }
 
@@ -260,6 +308,7 @@ static void file_crash(struct inode *ino)
 		ino->len = ino->cap = ino->dur_len;
 		ino->dur = NULL;
 	} else {
+		undo_apply(ino, ino->data);
 		ino->len = ino->dur_len;
 	}
 }
@@ -1154,11 +1203,22 @@ int kv_vfs_mem_flip_bit(struct kv_vfs *vfs, const char *path, uint64_t off, unsi
 	uint8_t mask = (uint8_t)(1u << bit);
 	bool hit = false;
 	if (off < ino->len) {
-		ino->data[off] ^= mask; /* the shared durable prefix flips with it */
+		ino->data[off] ^= mask;
 		hit = true;
 	}
 	if (ino->dur && off < ino->dur_len) {
 		ino->dur[off] ^= mask;
+		hit = true;
+	} else if (!ino->dur && off < ino->dur_len) {
+		/* The durable byte is the oldest record's, else the buffer's. */
+		struct undo *oldest = NULL;
+		for (struct undo *u = ino->undo; u; u = u->next)
+			if (off >= u->off && off - u->off < u->n)
+				oldest = u;
+		if (oldest)
+			oldest->bytes[off - oldest->off] ^= mask;
+		else if (off >= ino->len)
+			ino->data[off] ^= mask; /* past @len: only durable */
 		hit = true;
 	}
 	if (!hit)
@@ -1184,6 +1244,8 @@ int kv_vfs_mem_truncate_file(struct kv_vfs *vfs, const char *path, uint64_t size
 			free(ino->dur);
 			ino->dur = NULL;
 		}
+		if (size == 0)
+			undo_free(ino);
 	}
 out:
 	pthread_mutex_unlock(&m->mu);

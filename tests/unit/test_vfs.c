@@ -1395,6 +1395,70 @@ static void test_vfs__mem_append_and_sync_stay_linear(void **state)
 	assert_int_equal(kv_file_close(f), 0);
 }
 
+/* Overwrites between syncs keep the durable bytes: the oldest saved copy of
+ * a byte wins, a shrink and regrow keep them too, and many overwrites of one
+ * spot (more than the file's size) still come back right after a crash. */
+static void test_vfs__mem_overwrites_between_syncs_keep_durable_bytes(void **state)
+{
+	struct fx *fx = *state;
+	struct kv_vfs *v = fx->vfs;
+	assert_int_equal(kv_vfs_sync_dir(v, "/"), 0);
+	put_file(v, "/t/log", "0123456789");
+	assert_int_equal(kv_vfs_sync_dir(v, "/t"), 0);
+	struct kv_file *f = NULL;
+	assert_int_equal(kv_vfs_open(v, "/t/log", KV_VFS_WRITE, &f), 0);
+	assert_int_equal(kv_file_pwrite(f, "ab", 2, 2), 0);
+	assert_int_equal(kv_file_pwrite(f, "xyz", 3, 1), 0);
+	assert_int_equal(kv_file_truncate(f, 4), 0);
+	assert_int_equal(kv_file_truncate(f, 6), 0);
+	assert_int_equal(kv_file_pwrite(f, "Q", 1, 8), 0);
+	char now[9];
+	assert_int_equal(kv_file_read_exact(f, now, sizeof now, 0), 0);
+	assert_memory_equal(now, "0xyz\0\0\0\0Q", sizeof now);
+	kv_vfs_mem_crash(v);
+	kv_file_close(f);
+	assert_file(v, "/t/log", "0123456789");
+	/* A synced overwrite is the new durable state; then 30 unsynced ones. */
+	assert_int_equal(kv_vfs_open(v, "/t/log", KV_VFS_WRITE, &f), 0);
+	assert_int_equal(kv_file_pwrite(f, "AB", 2, 4), 0);
+	assert_int_equal(kv_file_sync(f), 0);
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(kv_file_pwrite(f, i % 2 ? "--" : "++", 2, 3), 0);
+	kv_vfs_mem_crash(v);
+	kv_file_close(f);
+	assert_file(v, "/t/log", "0123AB6789");
+}
+
+/* A preallocated log overwritten record by record, with a sync after each,
+ * copies each record once: 4 MiB of zeros and 100,000 records. */
+static void test_vfs__mem_overwriting_a_preallocated_log_stays_linear(void **state)
+{
+	struct fx *fx = *state;
+	struct kv_vfs *v = fx->vfs;
+	enum { N = 100000, REC = 40, SIZE = N * REC };
+	struct kv_file *f = NULL;
+	assert_int_equal(kv_vfs_sync_dir(v, "/"), 0);
+	assert_int_equal(kv_vfs_open(v, "/t/wal", KV_VFS_WRITE | KV_VFS_CREATE, &f), 0);
+	assert_int_equal(kv_file_truncate(f, SIZE), 0);
+	assert_int_equal(kv_file_sync(f), 0);
+	assert_int_equal(kv_vfs_sync_dir(v, "/t"), 0);
+	uint8_t rec[REC];
+	for (int i = 0; i < N; i++) {
+		memset(rec, (uint8_t)(i + 1), sizeof rec);
+		assert_int_equal(kv_file_pwrite(f, rec, sizeof rec, (uint64_t)i * REC), 0);
+		if (i < N - 1)
+			assert_int_equal(kv_file_sync(f), 0);
+	}
+	kv_vfs_mem_crash(v);
+	kv_file_close(f);
+	assert_int_equal(kv_vfs_open(v, "/t/wal", KV_VFS_READ, &f), 0);
+	assert_int_equal(kv_file_read_exact(f, rec, REC, (uint64_t)(N - 2) * REC), 0);
+	assert_int_equal(rec[0], (uint8_t)(N - 1));
+	assert_int_equal(kv_file_read_exact(f, rec, REC, (uint64_t)(N - 1) * REC), 0);
+	assert_int_equal(rec[REC - 1], 0); /* the unsynced last record is gone */
+	assert_int_equal(kv_file_close(f), 0);
+}
+
 /* ---- registration ------------------------------------------------------ */
 
 #define BOTH(fn)                                                               \
@@ -1451,6 +1515,8 @@ int main(void)
 		MEM(test_vfs__mem_bytes_written_counts_accepted_bytes),
 		MEM(test_vfs__mem_random_ops_match_model),
 		MEM(test_vfs__mem_append_and_sync_stay_linear),
+		MEM(test_vfs__mem_overwrites_between_syncs_keep_durable_bytes),
+		MEM(test_vfs__mem_overwriting_a_preallocated_log_stays_linear),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
