@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +25,8 @@
 
 /* ---- directories ---- */
 
-/* Tombstone-only names opendir checks for live children, at most. */
-#define FS_CHILD_CHECKS 16
+/* Threads that check removed directories for live children at once. */
+#define FS_CHILD_CHECK_THREADS 8
 
 /*
  * One page of an open directory's snapshot: the view of one LIST page's
@@ -216,32 +218,59 @@ out:
 	return rc;
 }
 
+/* Removed directories to check for live children, shared by the checkers. */
+struct child_checks {
+	struct fs *fs;
+	struct fs_inode *dir;
+	char **names;
+	size_t n;
+	_Atomic size_t next;
+};
+
+static void *check_children(void *arg)
+{
+	struct child_checks *c = arg;
+	for (size_t i; (i = atomic_fetch_add(&c->next, 1)) < c->n;)
+		fs_dent_check_child(c->fs, c->dir, c->names[i]);
+	return NULL;
+}
+
 /*
- * After the listing: names kept from the previous listing with tombstones
- * only may still be directories through live children (DESIGN §7
- * "Directories"): one LIST each, for a bounded few; those are the last page.
+ * After the listing: names whose versions are all tombstones of a directory
+ * (or kept from the previous listing) may still be directories through live
+ * children (DESIGN §7 "Directories"): one LIST each, every one not checked
+ * within attr_timeout, FS_CHILD_CHECK_THREADS at a time; those alive are
+ * the last page.
  */
 static int add_kept(struct dirh *h)
 {
 	struct fs *fs = h->fs;
 	struct fs_inode *dir = h->dir;
-	for (size_t checked = 0, i = 0; checked < FS_CHILD_CHECKS; i++) {
-		char *nm = NULL;
-		pthread_mutex_lock(&fs->lock);
-		struct fs_dir *dd = dir->dir;
-		for (; dd && i < dd->n; i++)
-			if (dd->d[i].child < 0 && kv_dvv_live_count(&dd->d[i].set) == 0 &&
-			    strlen(dd->d[i].name) == dd->d[i].len) {
-				nm = strdup(dd->d[i].name);
-				break;
-			}
-		pthread_mutex_unlock(&fs->lock);
-		if (!nm)
-			break;
-		fs_dent_check_child(fs, dir, nm);
-		free(nm);
-		checked++;
-	}
+	struct child_checks c = { .fs = fs, .dir = dir };
+	pthread_mutex_lock(&fs->lock);
+	struct fs_dir *dd = dir->dir;
+	size_t cap = 0;
+	for (size_t i = 0; dd && i < dd->n; i++)
+		cap += dd->d[i].child < 0;
+	c.names = calloc(cap + 1, sizeof *c.names);
+	for (size_t i = 0; c.names && dd && i < dd->n && c.n < cap; i++)
+		if (dd->d[i].child < 0 && kv_dvv_live_count(&dd->d[i].set) == 0 &&
+		    strlen(dd->d[i].name) == dd->d[i].len && (c.names[c.n] = strdup(dd->d[i].name)))
+			c.n++;
+	pthread_mutex_unlock(&fs->lock);
+	if (!c.names)
+		return -ENOMEM;
+	pthread_t tid[FS_CHILD_CHECK_THREADS];
+	size_t nt = 0;
+	while (nt + 1 < FS_CHILD_CHECK_THREADS && nt + 1 < c.n &&
+	       pthread_create(&tid[nt], NULL, check_children, &c) == 0)
+		nt++;
+	check_children(&c);
+	for (size_t i = 0; i < nt; i++)
+		pthread_join(tid[i], NULL);
+	for (size_t i = 0; i < c.n; i++)
+		free(c.names[i]);
+	free(c.names);
 	int rc = 0;
 	struct dirpage pg;
 	memset(&pg, 0, sizeof pg);

@@ -101,6 +101,8 @@ struct fs_dent {
 	uint64_t stale_ns;   /* when this mount last changed it (a read-ahead page asked
 			      * for before then leaves it alone); 0 = never */
 	int8_t child;        /* tombstones only: has a live child? -1 unknown, 0, 1 */
+	uint64_t child_ns;   /* when @child was checked (a listing keeps it for
+			      * attr_timeout while the versions stay the same) */
 	bool has_own;        /* this mount wrote the name since it was last read: */
 	struct kv_ctx own_ctx; /* the context that write returned */
 };

@@ -102,6 +102,7 @@ static int dir_store_in(struct fs_dir *d, const char *name, size_t len, struct k
 		kv_dvv_release(set);
 		d->d[i].fetched_ns = now;
 		d->d[i].child = was_dir ? -1 : 0;
+		d->d[i].child_ns = 0;
 		if (now != 0) {
 			d->d[i].has_own = false;
 			kv_ctx_release(&d->d[i].own_ctx);
@@ -130,6 +131,7 @@ static int dir_store_in(struct fs_dir *d, const char *name, size_t len, struct k
 	d->d[at].fetched_ns = now;
 	d->d[at].stale_ns = 0;
 	d->d[at].child = removed_dir ? -1 : 0;
+	d->d[at].child_ns = 0;
 	d->d[at].has_own = false;
 	kv_ctx_init(&d->d[at].own_ctx);
 	d->n++;
@@ -259,6 +261,29 @@ int fs_dir_list(struct fs *fs, struct fs_inode *dirino)
 	return fs_dir_list_pages(fs, dirino, NULL, NULL);
 }
 
+static uint64_t attr_timeout_ns(const struct fs *fs);
+
+/*
+ * A removed directory's check for live children (fs_dent_check_child) is
+ * as good as any other name this mount read, for attr_timeout: the new
+ * listing @nd keeps the results of @old whose versions did not change, so
+ * that listing a directory again does not ask again. fs->lock held.
+ */
+static void keep_checks(const struct fs *fs, const struct fs_dir *old, struct fs_dir *nd)
+{
+	uint64_t now = fs_mono_ns();
+	for (size_t i = 0; old && i < old->n; i++) {
+		const struct fs_dent *od = &old->d[i];
+		if (od->child < 0 || od->child_ns == 0 || now - od->child_ns > attr_timeout_ns(fs))
+			continue;
+		ssize_t j = fs_dir_search(nd, nd->n, od->name, od->len);
+		if (j >= 0 && nd->d[j].child < 0 && kv_dvv_equal(&nd->d[j].set, &od->set)) {
+			nd->d[j].child = od->child;
+			nd->d[j].child_ns = od->child_ns;
+		}
+	}
+}
+
 int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page, void *arg)
 {
 	struct kv_client_list_page page = KV_CLIENT_LIST_PAGE_INIT;
@@ -325,6 +350,7 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 			d->fetched_ns = now;
 			d->stale_ns = 0;
 			d->child = removed_dir ? -1 : 0; /* checked after the listing */
+			d->child_ns = 0;
 			d->has_own = false;
 			kv_ctx_init(&d->own_ctx);
 		}
@@ -362,6 +388,7 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 			}
 		}
 	}
+	keep_checks(fs, old, nd);
 	dirino->dir = nd;
 	pthread_mutex_unlock(&fs->lock);
 	fs_dir_free(old);
@@ -499,6 +526,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 				kv_dvv_init(&e->set);
 				e->fetched_ns = now;
 				e->child = was_dir ? -1 : 0;
+				e->child_ns = 0;
 				e->has_own = false;
 				kv_ctx_release(&e->own_ctx);
 			}
@@ -513,6 +541,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 				kv_dvv_swap(&e->set, &pe->set);
 				e->fetched_ns = now;
 				e->child = was_dir ? -1 : 0;
+				e->child_ns = 0;
 				e->has_own = false;
 				kv_ctx_release(&e->own_ctx);
 			}
@@ -528,6 +557,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 		e->fetched_ns = now;
 		e->stale_ns = 0;
 		e->child = removed_dir[j] ? -1 : 0;
+		e->child_ns = 0;
 		e->has_own = false;
 		kv_ctx_init(&e->own_ctx);
 		j++;
@@ -846,8 +876,10 @@ void fs_dent_check_child(struct fs *fs, struct fs_inode *dirino, const char *nam
 		return;
 	pthread_mutex_lock(&fs->lock);
 	struct fs_dent *d = fs_dir_find(dirino, name, strlen(name));
-	if (d)
+	if (d) {
 		d->child = rc > 0;
+		d->child_ns = fs_mono_ns();
+	}
 	pthread_mutex_unlock(&fs->lock);
 }
 

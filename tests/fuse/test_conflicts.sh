@@ -32,6 +32,10 @@ for g in "${GESTURES[@]}"; do
 done
 mkdir "$RA/lone" || fail "mkdir lone"
 mkdir -p "$RA/raced/sub" "$RA/raced2/sub" || fail "mkdir raced/sub raced2/sub"
+# More removed-but-alive directories in one directory than a listing ever
+# checked at once before (16).
+MANY=$(seq -f 'm%02g' 1 20)
+(cd "$RA" && mkdir many && cd many && mkdir $MANY) || fail "mkdir many/m01..m20"
 for g in "${GESTURES[@]}"; do
   assert_eq "$(cat "$A/$g/f")" base "A sees $g/f before the partition"
   assert_eq "$(cat "$B/$g/f")" base "B sees $g/f before the partition"
@@ -52,6 +56,8 @@ for g in "${GESTURES[@]}"; do
   echo "from-B $g" >"$B/$g/f" || fail "write through B (node 2) $g/f"
 done
 rmdir "$B/raced/sub" "$B/raced2/sub" || fail "rmdir raced/sub raced2/sub through B (node 2)"
+for m in $MANY; do echo "kept $m" >"$A/many/$m/f" || fail "create many/$m/f through A"; done
+(cd "$B/many" && rmdir $MANY) || fail "rmdir many/m01..m20 through B (node 2)"
 for g in "${GESTURES[@]}"; do
   assert_eq "$(cat "$A/$g/f")" "from-A $g" "A reads its own write while cut off ($g)"
   assert_eq "$(cat "$B/$g/f")" "from-B $g" "B reads its own write while cut off ($g)"
@@ -175,6 +181,23 @@ for m in "$RC" "$RA" "$RB"; do
   assert_eq "$(cat "$m/raced/sub/f" 2>&1)" "kept" "$m/raced/sub/f"
   [ -d "$m/raced/sub" ] || fail "$m/raced/sub is not a directory"
 done
+want_many=$(echo $MANY)
+assert_eq "$(fz_names "$RC/many")" "$want_many" "many lists all 20 removed directories alive through a child"
+for m in $MANY; do assert_eq "$(cat "$RC/many/$m/f" 2>&1)" "kept $m" "many/$m/f"; done
+fz_umount rc || fail "unmount rc"
+# A listing within attr_timeout of the last asks only for the listing: the
+# checks of the removed directories are kept while their versions stay.
+fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,attr_timeout=60"
+RC=$(fz_mnt rc)
+lists() { fz_counters | awk '$1 == "list_requests" { print $2 }'; }
+l0=$(lists)
+assert_eq "$(fz_names "$RC/many")" "$want_many" "many through a mount with attr_timeout=60"
+l1=$(lists)
+assert_eq "$(fz_names "$RC/many")" "$want_many" "many listed again"
+l2=$(lists)
+step "LIST requests for many: $((l1 - l0)) the first time, $((l2 - l1)) again"
+[ $((l1 - l0)) -ge 21 ] || fail "the first listing of many made $((l1 - l0)) LIST requests, want the page and 20 checks"
+[ $((l2 - l1)) -le 2 ] || fail "listing many again made $((l2 - l1)) LIST requests, want only the page's"
 fz_umount rc || fail "unmount rc"
 fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
 RC=$(fz_mnt rc)
