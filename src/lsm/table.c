@@ -179,13 +179,20 @@ static int flush_out(struct kv_table_builder *b)
 	return 0;
 }
 
+/*
+ * Sealed data blocks gather in b->out and go to the file WRITE_BUF bytes at
+ * a time (LevelDB's table file buffers 64 KiB too): a 4 KiB block per write
+ * made flushes and compactions a write system call per block.
+ */
+#define WRITE_BUF (64u << 10)
+
 static int flush_data_block(struct kv_table_builder *b)
 {
 	struct kv_slice contents;
 	int r = kv_block_builder_finish(&b->data, &contents);
 	if (!r)
 		r = seal(b, contents, b->o.compress, &b->pending_offset, &b->pending_size);
-	if (!r)
+	if (!r && b->out.n >= WRITE_BUF)
 		r = flush_out(b);
 	if (r)
 		return r;
@@ -346,7 +353,8 @@ uint64_t kv_table_builder_entries(const struct kv_table_builder *b)
 
 uint64_t kv_table_builder_file_size(const struct kv_table_builder *b)
 {
-	return b->offset + (kv_block_builder_empty(&b->data) ? 0 : kv_block_builder_size(&b->data));
+	return b->offset + b->out.n +
+	       (kv_block_builder_empty(&b->data) ? 0 : kv_block_builder_size(&b->data));
 }
 
 struct kv_slice kv_table_builder_smallest(const struct kv_table_builder *b)

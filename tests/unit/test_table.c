@@ -485,10 +485,12 @@ static void test_table__write_errors_are_sticky(void **state)
 	assert_int_equal(kv_table_builder_new(f, &o, &b), 0);
 	kv_vfs_mem_fail_next(env.vfs, 1, -ENOSPC);
 	int r = 0;
-	for (int i = 0; i < 100 && !r; i++) {
+	/* Blocks reach the file 64 KiB at a time: the first write is a few
+	 * thousand entries in. */
+	for (int i = 0; i < 20000 && !r; i++) {
 		struct kv_buf ik = KV_BUF_INIT;
 		char k[16];
-		int n = snprintf(k, sizeof k, "k%04d", i);
+		int n = snprintf(k, sizeof k, "k%05d", i);
 		kv_ikey_append(&ik, kv_slice_make(k, (size_t)n), 1, KV_TYPE_PUT);
 		r = kv_table_builder_add(b, kv_buf_slice(&ik), kv_slice_str("0123456789abcdef"));
 		kv_buf_release(&ik);
