@@ -179,7 +179,7 @@ struct fs_inode {
  * queued or in flight, sent by FS_WB_THREADS workers.
  */
 #define FS_WB_MAX 256
-#define FS_WB_THREADS 8
+#define FS_WB_THREADS 16
 
 /* One queued delete (fs->wb_lock). */
 struct fs_wb_op {

@@ -227,7 +227,9 @@ static int run(struct opts *o, const char *prog)
 	cc.connect_timeout_ms = cc.timeout_ms < 1000 ? cc.timeout_ms : 1000;
 	cc.r = (uint8_t)o->r;
 	cc.w = (uint8_t)o->w;
-	cc.conns_per_node = 8;
+	/* One per write-behind worker (FS_WB_THREADS, doc/fs.md §5), so that
+	 * queued deletes run 16 at once and commit in larger groups. */
+	cc.conns_per_node = 16;
 	if (kv_client_new(&cc, &client) < 0) {
 		snprintf(err, sizeof err, "--cluster: %s", kv_client_errmsg(NULL));
 		goto out;
