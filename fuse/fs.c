@@ -1065,6 +1065,8 @@ static int remove_name(struct fs *fs, struct fs_inode *dir, const char *name, bo
 		forget_name(fs, dir, name, r.stored, ctx);
 		pthread_mutex_lock(&fs->lock);
 		struct fs_dent *d = fs_dir_find(dir, r.stored, strlen(r.stored));
+		if (d && want_dir)
+			d->emptied_ns = 0;
 		if (d && r.sibling == 0)
 			d->fetched_ns = fs_mono_ns(); /* keep the last listing: siblings unlink quietly */
 		else if (d)
@@ -1090,6 +1092,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		pthread_mutex_lock(&fs->ns_lock);
 		rc = remove_name(fs, dir, name, false);
 		pthread_mutex_unlock(&fs->ns_lock);
+		if (rc == 0)
+			fs_note_emptied(fs, dir);
 	}
 	fuse_reply_err(req, -rc);
 	fs_unref(fs, dir);

@@ -103,6 +103,8 @@ struct fs_dent {
 	int8_t child;        /* tombstones only: has a live child? -1 unknown, 0, 1 */
 	uint64_t child_ns;   /* when @child was checked (a listing keeps it for
 			      * attr_timeout while the versions stay the same) */
+	uint64_t emptied_ns; /* tombstones only: when this mount unlinked a child of
+			      * this removed directory (fs_note_emptied); 0 = never */
 	bool has_own;        /* this mount wrote the name since it was last read: */
 	struct kv_ctx own_ctx; /* the context that write returned */
 };
@@ -453,6 +455,13 @@ int fs_dir_has_child(struct fs *fs, const char *key);
  * child): one LIST. No lock held.
  */
 void fs_dent_check_child(struct fs *fs, struct fs_inode *dirino, const char *name);
+/*
+ * After this mount unlinked a name in @dir: when @dir is a removed directory
+ * alive through its children, its lookups keep finding it for a while even
+ * if that was its last child, so that the rmdir of an `rm -r` that emptied it
+ * finds it too (doc/fs.md §2 "Directories through children").
+ */
+void fs_note_emptied(struct fs *fs, struct fs_inode *dir);
 
 /* ---- fs_rename.c, fs_dir.c ---- */
 void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,

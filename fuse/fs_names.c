@@ -132,6 +132,7 @@ static int dir_store_in(struct fs_dir *d, const char *name, size_t len, struct k
 	d->d[at].stale_ns = 0;
 	d->d[at].child = removed_dir ? -1 : 0;
 	d->d[at].child_ns = 0;
+	d->d[at].emptied_ns = 0;
 	d->d[at].has_own = false;
 	kv_ctx_init(&d->d[at].own_ctx);
 	d->n++;
@@ -182,11 +183,13 @@ void fs_dent_touch(struct fs *fs, struct fs_inode *ino, const struct kv_ctx *dis
 }
 
 /* One-entry view of @d (the names one stored name shows). */
-static int fs_dent_view(struct fs *fs, const struct fs_dent *d, struct kv_fs_view *v)
+/* @as_dir: show a name without live versions as a directory whatever @d->child says. */
+static int fs_dent_view(struct fs *fs, const struct fs_dent *d, bool as_dir, struct kv_fs_view *v)
 {
 	struct kv_fs_meta def;
 	fs_dir_default_meta(fs, &def);
-	struct kv_fs_listing_entry le = { kv_slice_make(d->name, d->len), &d->set, d->child == 1 };
+	struct kv_fs_listing_entry le = { kv_slice_make(d->name, d->len), &d->set,
+					  d->child == 1 || as_dir };
 	return kv_fs_view_build(v, &le, 1, &def);
 }
 
@@ -201,7 +204,7 @@ int fs_name_context(struct fs *fs, struct fs_inode *ino, struct kv_ctx *out)
 		kv_ctx_clear(out);
 		goto out;
 	}
-	rc = fs_dent_view(fs, d, &v);
+	rc = fs_dent_view(fs, d, false, &v);
 	if (rc == 0 && v.nnames == 1)
 		rc = kv_fs_view_name_context(&v.names[0], out);
 	else if (rc == 0)
@@ -267,17 +270,23 @@ static uint64_t attr_timeout_ns(const struct fs *fs);
  * A removed directory's check for live children (fs_dent_check_child) is
  * as good as any other name this mount read, for attr_timeout: the new
  * listing @nd keeps the results of @old whose versions did not change, so
- * that listing a directory again does not ask again. fs->lock held.
+ * that listing a directory again does not ask again; and when this mount
+ * emptied one (fs_note_emptied). fs->lock held.
  */
 static void keep_checks(const struct fs *fs, const struct fs_dir *old, struct fs_dir *nd)
 {
 	uint64_t now = fs_mono_ns();
 	for (size_t i = 0; old && i < old->n; i++) {
 		const struct fs_dent *od = &old->d[i];
-		if (od->child < 0 || od->child_ns == 0 || now - od->child_ns > attr_timeout_ns(fs))
+		bool fresh = od->child >= 0 && od->child_ns != 0 &&
+			     now - od->child_ns <= attr_timeout_ns(fs);
+		if (!fresh && od->emptied_ns == 0)
 			continue;
 		ssize_t j = fs_dir_search(nd, nd->n, od->name, od->len);
-		if (j >= 0 && nd->d[j].child < 0 && kv_dvv_equal(&nd->d[j].set, &od->set)) {
+		if (j < 0)
+			continue;
+		nd->d[j].emptied_ns = od->emptied_ns; /* fs_note_emptied */
+		if (fresh && nd->d[j].child < 0 && kv_dvv_equal(&nd->d[j].set, &od->set)) {
 			nd->d[j].child = od->child;
 			nd->d[j].child_ns = od->child_ns;
 		}
@@ -351,6 +360,7 @@ int fs_dir_list_pages(struct fs *fs, struct fs_inode *dirino, fs_page_fn on_page
 			d->stale_ns = 0;
 			d->child = removed_dir ? -1 : 0; /* checked after the listing */
 			d->child_ns = 0;
+			d->emptied_ns = 0;
 			d->has_own = false;
 			kv_ctx_init(&d->own_ctx);
 		}
@@ -558,6 +568,7 @@ static int ra_merge(struct fs_dir *d, struct kv_slice after, struct kv_client_li
 		e->stale_ns = 0;
 		e->child = removed_dir[j] ? -1 : 0;
 		e->child_ns = 0;
+		e->emptied_ns = 0;
 		e->has_own = false;
 		kv_ctx_init(&e->own_ctx);
 		j++;
@@ -726,7 +737,10 @@ static int resolve_in(struct fs *fs, struct fs_inode *dirino, const char *shown,
 		rc = -ENOENT;
 		goto out;
 	}
-	rc = fs_dent_view(fs, d, &v);
+	/* Emptied by this mount lately: still there for the rmdir that follows. */
+	bool emptied = d->child == 0 && d->emptied_ns != 0 && kv_dvv_live_count(&d->set) == 0 &&
+		       fs_mono_ns() - d->emptied_ns <= fs_timeout_ns(fs) + 1000000000ull;
+	rc = fs_dent_view(fs, d, emptied, &v);
 	if (rc < 0)
 		goto out;
 	const struct kv_fs_shown *s = NULL;
@@ -861,6 +875,20 @@ int fs_dir_has_child(struct fs *fs, const char *key)
 	kv_buf_release(&cursor);
 	kv_client_list_page_release(&page);
 	return rc;
+}
+
+void fs_note_emptied(struct fs *fs, struct fs_inode *dir)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (dir->parent) {
+		const char *nm = fs_stored_name(dir);
+		struct fs_dent *d = fs_dir_find(dir->parent, nm, strlen(nm));
+		/* Only a name known as a removed directory alive through a child
+		 * (a stale entry of a name written here has no versions either). */
+		if (d && d->child == 1 && d->fetched_ns != 0 && kv_dvv_live_count(&d->set) == 0)
+			d->emptied_ns = fs_mono_ns();
+	}
+	pthread_mutex_unlock(&fs->lock);
 }
 
 void fs_dent_check_child(struct fs *fs, struct fs_inode *dirino, const char *name)

@@ -214,18 +214,26 @@ assert_eq "$(cat "$RC/moved/sub/f" 2>&1)" "kept" "moved/sub/f"
 rm "$RC/moved/sub/f" || fail "rm moved/sub/f"
 assert_eq "$(fz_names "$RC/moved")" "" "with its last child gone the removed directory is gone"
 fz_umount rc || fail "unmount rc"
-# rm -r walks into such a directory and removes it quietly, as any other
-# (with the default timeouts: at attr_timeout=0 the kernel looks the
-# directory up again after its last child went, and finds it gone).
+# rm -r walks into such a directory and removes it quietly, as any other:
+# with the default timeouts (many/m01..m20), and with attr_timeout=0
+# (raced2), where the kernel looks the directory up again after its last
+# child went, and the mount that emptied it still finds it for its rmdir.
 fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5"
 RC=$(fz_mnt rc)
-out=$(rm -r "$RC/raced2" 2>&1) || fail "rm -r raced2: $out"
+out=$(rm -r "$RC/many" 2>&1) || fail "rm -r many: $out"
+assert_eq "$out" "" "rm -r many says nothing"
+[ ! -e "$RC/many" ] || fail "many still exists after rm -r"
+fz_umount rc || fail "unmount rc"
+fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
+RC=$(fz_mnt rc)
+out=$(rm -r "$RC/raced2" 2>&1) || fail "rm -r raced2 (attr_timeout=0): $out"
 assert_eq "$out" "" "rm -r raced2 says nothing"
 [ ! -e "$RC/raced2" ] || fail "raced2 still exists after rm -r"
 fz_umount rc || fail "unmount rc"
 fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
 RC=$(fz_mnt rc)
 [ ! -e "$RC/raced2" ] || fail "raced2 exists through a fresh mount after rm -r: $(fz_names "$RC/raced2")"
+[ ! -e "$RC/many" ] || fail "many exists through a fresh mount after rm -r: $(fz_names "$RC/many")"
 fz_umount rc || fail "unmount rc"
 
 step "a file created on one side of the cut has one version after heal"
