@@ -182,8 +182,10 @@ void fs_dent_touch(struct fs *fs, struct fs_inode *ino, const struct kv_ctx *dis
 	d->has_own = own && ino->sibling == 0 && kv_ctx_copy(&d->own_ctx, own) == 0;
 }
 
-/* One-entry view of @d (the names one stored name shows). */
-/* @as_dir: show a name without live versions as a directory whatever @d->child says. */
+/*
+ * One-entry view of @d (the names one stored name shows). @as_dir: a name
+ * without live versions shows as a directory whatever @d->child says.
+ */
 static int fs_dent_view(struct fs *fs, const struct fs_dent *d, bool as_dir, struct kv_fs_view *v)
 {
 	struct kv_fs_meta def;

@@ -218,18 +218,16 @@ fz_umount rc || fail "unmount rc"
 # with the default timeouts (many/m01..m20), and with attr_timeout=0
 # (raced2), where the kernel looks the directory up again after its last
 # child went, and the mount that emptied it still finds it for its rmdir.
-fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5"
-RC=$(fz_mnt rc)
-out=$(rm -r "$RC/many" 2>&1) || fail "rm -r many: $out"
-assert_eq "$out" "" "rm -r many says nothing"
-[ ! -e "$RC/many" ] || fail "many still exists after rm -r"
-fz_umount rc || fail "unmount rc"
-fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
-RC=$(fz_mnt rc)
-out=$(rm -r "$RC/raced2" 2>&1) || fail "rm -r raced2 (attr_timeout=0): $out"
-assert_eq "$out" "" "rm -r raced2 says nothing"
-[ ! -e "$RC/raced2" ] || fail "raced2 still exists after rm -r"
-fz_umount rc || fail "unmount rc"
+rm_r_quietly() { # rm_r_quietly OPTIONS DIR: rm -r DIR through a fresh mount
+  fz_mount rc --cluster "$(fz_addr 3)" -o "$1"
+  RC=$(fz_mnt rc)
+  out=$(rm -r "$RC/$2" 2>&1) || fail "rm -r $2 (-o $1): $out"
+  assert_eq "$out" "" "rm -r $2 says nothing"
+  [ ! -e "$RC/$2" ] || fail "$2 still exists after rm -r"
+  fz_umount rc || fail "unmount rc"
+}
+rm_r_quietly "r=3,timeout=5" many
+rm_r_quietly "r=3,timeout=5,$ro" raced2
 fz_mount rc --cluster "$(fz_addr 3)" -o "r=3,timeout=5,$ro"
 RC=$(fz_mnt rc)
 [ ! -e "$RC/raced2" ] || fail "raced2 exists through a fresh mount after rm -r: $(fz_names "$RC/raced2")"
