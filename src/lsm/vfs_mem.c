@@ -1209,7 +1209,7 @@ int kv_vfs_mem_flip_bit(struct kv_vfs *vfs, const char *path, uint64_t off, unsi
 	if (ino->dur && off < ino->dur_len) {
 		ino->dur[off] ^= mask;
 		hit = true;
-	} else if (!ino->dur && off < ino->dur_len) {
+	} else if (off < ino->dur_len) {
 		/* The durable byte is the oldest record's, else the buffer's. */
 		struct undo *oldest = NULL;
 		for (struct undo *u = ino->undo; u; u = u->next)
