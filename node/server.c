@@ -513,6 +513,7 @@ void kv_srv__stats_reply(struct kv_server *s, struct srv_conn *c, uint64_t reque
 	STAT("lsm_logs_recycled", ls.logs_recycled);
 	STAT("lsm_spare_logs", ls.spare_logs);
 	STAT("lsm_logs_ready", ls.logs_ready);
+	STAT("lsm_next_log_ready", ls.next_log_ready);
 	STAT("lsm_flush_bytes", ls.flush_bytes);
 	STAT("lsm_compactions", ls.compactions);
 	STAT("lsm_compaction_bytes_read", ls.compaction_bytes_read);

@@ -1229,6 +1229,7 @@ void kv_lsm_get_stats(struct kv_lsm *db, struct kv_lsm_stats *out)
 	out->memtable_bytes = kv_memtable_bytes(db->mem.mem);
 	out->immutables = db->nimm;
 	out->spare_logs = db->nspares;
+	out->next_log_ready = db->ready_log != 0;
 	out->quarantined = db->quarantined;
 	out->background_error = db->bg_error;
 	pthread_mutex_unlock(&db->mu);

@@ -255,6 +255,7 @@ struct kv_lsm_stats {
 	uint64_t logs_recycled;       /* logs started in (or readied from) a spare file */
 	unsigned spare_logs;          /* spare log files ready for the next logs */
 	uint64_t logs_ready;          /* logs started in a file named ahead (db_recycle.c) */
+	bool next_log_ready;          /* the next log is named ahead, durable and waiting */
 	uint64_t compactions;
 	uint64_t cache_hits;
 	uint64_t cache_misses;

@@ -141,11 +141,22 @@ static void check_range(struct kv_lsm *db, unsigned from, unsigned to, unsigned 
 	kv_buf_release(&b);
 }
 
-/* Waits (at most 10 s) until the store has a ready log beside its own. */
+static bool next_log_ready(struct fixture *f)
+{
+	struct kv_lsm_stats st;
+	kv_lsm_get_stats(f->db, &st);
+	return st.next_log_ready;
+}
+
+/*
+ * Waits (at most 10 s) until the store has a ready log beside its own: named,
+ * written and synced, not only created (the file shows before its END does).
+ */
 static void wait_ready_log(struct fixture *f)
 {
-	for (int i = 0; i < 1000 && count_files(f, ".log", NULL) < 2; i++)
+	for (int i = 0; i < 1000 && !next_log_ready(f); i++)
 		sleep_ms(10);
+	assert_true(next_log_ready(f));
 	assert_int_equal(count_files(f, ".log", NULL), 2);
 }
 
