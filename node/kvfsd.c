@@ -40,10 +40,16 @@ int main(int argc, char **argv)
 	 * Chunk frames are 4 MiB: keep them on the heap and keep up to 64 MiB
 	 * of freed heap instead of mapping and unmapping each one — on a VM
 	 * that hands freed memory back to its host, every fresh page faults
-	 * twice (fuse/kvfs.c does the same for the mount).
+	 * twice (fuse/kvfs.c does the same for the mount). And two arenas, not
+	 * one per thread: the event loop, which makes the chunk frames, runs
+	 * on a thread of its own, and a thread's arena is a chain of 64 MiB
+	 * heaps, each unmapped as soon as it empties, so that its 4 MiB
+	 * buffers kept coming back as fresh pages (a 512 MiB write: 120-140k
+	 * faults in the nodes, 98-100k with two arenas; doc/benchmarks.md).
 	 */
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
 	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	mallopt(M_ARENA_MAX, 2);
 	if (kv_auth_init() < 0) {
 		fprintf(stderr, "kvfsd: cannot initialize libsodium\n");
 		goto out;
