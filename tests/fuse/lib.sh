@@ -109,7 +109,7 @@ fz_cleanup() {
     for f in "$KV_DIR"/n*/stderr "$KV_TMP"/*.log; do
       if [ -f "$f" ] && grep -q -E "$san" "$f"; then
         echo "---- FAIL $KV_TEST: sanitizer report in $f:" >&2
-        { grep -A 12 -E "$san" "$f" || true; } | head -n 40 >&2 || true
+        grep -A 12 -E "$san" "$f" | head -n 40 >&2 || true
         [ "$rc" -eq 0 ] && rc=1
       fi
     done
